@@ -1,0 +1,567 @@
+//! [`SseBody`]: an `http_body::Body` that writes a stream of events as an SSE response.
+
+use crate::{
+    disconnect::{CloseGuard, CloseReason, Disconnect},
+    event::Event,
+    keep_alive::{settings_setters, ErrorPolicy, Settings},
+    scope, BoxError,
+};
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::{
+    convert::Infallible,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+use sync_wrapper::SyncWrapper;
+use tokio::time::{Instant, Sleep};
+
+/// An item of an event stream: an [`Event`], or a `Result` of anything that converts into one.
+///
+/// Implemented for `Event` (an infallible stream) and for `Result<T, E>` where `T: Into<Event>`
+/// (so `Result<Event, E>`, `Result<String, E>` and the `Result<Event, EventError>` returned by
+/// [`EventBuilder::build`](crate::EventBuilder::build) all work).
+pub trait SseItem {
+    /// The stream's error type.
+    type Error;
+
+    /// Converts the item into an event or an error.
+    fn into_event(self) -> Result<Event, Self::Error>;
+}
+
+impl SseItem for Event {
+    type Error = Infallible;
+
+    fn into_event(self) -> Result<Event, Infallible> {
+        Ok(self)
+    }
+}
+
+impl<T: Into<Event>, E> SseItem for Result<T, E> {
+    type Error = E;
+
+    fn into_event(self) -> Result<Event, E> {
+        self.map(Into::into)
+    }
+}
+
+pin_project! {
+    /// An `http_body::Body` that writes a stream of events as a Server-Sent Events response.
+    ///
+    /// - **Framing**: each event's bytes are written exactly as encoded by [`Event`].
+    /// - **Open frame**: the first frame is sent as soon as the body is polled (a `retry:` hint
+    ///   or an empty comment), so headers pass buffering proxies at once.
+    /// - **Coalescing**: events that are ready together go out in one frame, up to a byte cap;
+    ///   a lone event is sent without being copied.
+    /// - **Keep-alive**: a comment after an idle interval, restarted after every frame.
+    /// - **Backpressure**: the stream is polled only when the server polls the body, so a client
+    ///   that stops reading stalls the producer; nothing is buffered beyond one frame.
+    /// - **Disconnect**: dropping the body drops the stream and completes its [`Disconnect`].
+    /// - **Errors**: see [`ErrorPolicy`].
+    ///
+    /// Created with [`SseBody::new`], which takes its settings from the innermost
+    /// [`SseLayer`](crate::SseLayer) the request went through (or the defaults outside any);
+    /// the setters here override them for one body.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use http_body_util::BodyExt;
+    /// use tower_sse::{Event, SseBody};
+    ///
+    /// let events = futures_util::stream::iter([Event::message("one"), Event::message("two")]);
+    /// let body = SseBody::new(events).open_frame(false);
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert_eq!(bytes, "data: one\n\ndata: two\n\n");
+    /// # }
+    /// ```
+    #[must_use = "bodies do nothing unless polled"]
+    pub struct SseBody<S> {
+        #[pin]
+        stream: SyncWrapper<S>,
+        #[pin]
+        sleep: Option<Sleep>,
+        deadline: Option<Instant>,
+        settings: Arc<Settings>,
+        state: State,
+        error: Option<BoxError>,
+        guard: Option<CloseGuard>,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Opening,
+    Streaming,
+    /// An error is waiting to be returned after the data that came before it.
+    Failing,
+    Done,
+}
+
+impl<S> SseBody<S> {
+    /// Wraps a stream of events, with the settings of the enclosing
+    /// [`SseLayer`](crate::SseLayer) (or the defaults).
+    pub fn new(stream: S) -> Self {
+        let (settings, guard) = scope::take_for_body();
+        SseBody {
+            stream: SyncWrapper::new(stream),
+            sleep: None,
+            deadline: None,
+            settings,
+            state: State::Opening,
+            error: None,
+            guard,
+        }
+    }
+
+    settings_setters!(settings);
+
+    /// A handle that completes when this response ends. Under an
+    /// [`SseLayer`](crate::SseLayer) it is the same handle the layer put in the request's
+    /// extensions.
+    pub fn disconnect_handle(&mut self) -> Disconnect {
+        match &self.guard {
+            Some(guard) => guard.handle(),
+            None => {
+                let (handle, guard) = Disconnect::pair();
+                self.guard = Some(guard);
+                handle
+            }
+        }
+    }
+
+    /// A mutable reference to the stream.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.stream.get_mut()
+    }
+
+    /// Takes the stream out of the body.
+    pub fn into_inner(self) -> S {
+        self.stream.into_inner()
+    }
+}
+
+impl<S> fmt::Debug for SseBody<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseBody")
+            .field("stream", &std::any::type_name::<S>())
+            .field("settings", &self.settings)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// Gathers the bytes of one frame: a lone event is kept as is, more are copied together.
+struct FrameBuf {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+    len: usize,
+}
+
+impl FrameBuf {
+    fn new() -> Self {
+        FrameBuf {
+            first: None,
+            joined: None,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.len += bytes.len();
+        if let Some(joined) = &mut self.joined {
+            joined.extend_from_slice(&bytes);
+        } else if let Some(first) = self.first.take() {
+            let mut joined = BytesMut::with_capacity(self.len.max(256));
+            joined.extend_from_slice(&first);
+            joined.extend_from_slice(&bytes);
+            self.joined = Some(joined);
+        } else {
+            self.first = Some(bytes);
+        }
+    }
+
+    fn take(self) -> Option<Bytes> {
+        match self.joined {
+            Some(joined) => Some(joined.freeze()),
+            None => self.first,
+        }
+    }
+}
+
+fn error_event(err: &BoxError) -> Bytes {
+    Event::builder()
+        .event("error")
+        .data(err.to_string())
+        .build()
+        .map(Event::into_bytes)
+        .unwrap_or_else(|_| Bytes::from_static(b"event: error\ndata: \n\n"))
+}
+
+impl<S> Body for SseBody<S>
+where
+    S: Stream,
+    S::Item: SseItem,
+    <S::Item as SseItem>::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match *this.state {
+            State::Done => return Poll::Ready(None),
+            State::Failing => {
+                *this.state = State::Done;
+                return Poll::Ready(this.error.take().map(Err));
+            }
+            State::Opening => {
+                *this.state = State::Streaming;
+                if this.settings.open_frame {
+                    bump(this.deadline, this.settings);
+                    return Poll::Ready(Some(Ok(Frame::data(this.settings.open_frame()))));
+                }
+            }
+            State::Streaming => {}
+        }
+
+        let cap = this.settings.coalesce;
+        let mut frame = FrameBuf::new();
+        let mut stream = this.stream.as_mut().get_pin_mut();
+        while frame.len == 0 || frame.len < cap {
+            match stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(item)) => match item.into_event() {
+                    Ok(event) => {
+                        if !event.is_empty() {
+                            frame.push(event.into_bytes());
+                        }
+                    }
+                    Err(err) => {
+                        let err: BoxError = err.into();
+                        close(this.guard, CloseReason::Error);
+                        match this.settings.on_error {
+                            ErrorPolicy::Close => {
+                                frame.push(error_event(&err));
+                                *this.state = State::Done;
+                            }
+                            ErrorPolicy::Abort => {
+                                if frame.len == 0 {
+                                    *this.state = State::Done;
+                                    return Poll::Ready(Some(Err(err)));
+                                }
+                                *this.error = Some(err);
+                                *this.state = State::Failing;
+                            }
+                        }
+                        break;
+                    }
+                },
+                Poll::Ready(None) => {
+                    close(this.guard, CloseReason::Completed);
+                    *this.state = State::Done;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+
+        if let Some(bytes) = frame.take() {
+            bump(this.deadline, this.settings);
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        if *this.state == State::Done {
+            return Poll::Ready(None);
+        }
+
+        // The stream is pending: this is the only place the keep-alive timer is polled.
+        let Some(period) = this.settings.keep_alive.period() else {
+            return Poll::Pending;
+        };
+        // Without an open frame and before any event, the idle clock starts at the first poll.
+        let deadline = *this.deadline.get_or_insert_with(|| Instant::now() + period);
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        let mut sleep = this.sleep.as_pin_mut().expect("set above");
+        loop {
+            // The deadline moves forward with every frame without touching the timer; the timer
+            // is only re-armed here, when it fires early.
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            ready!(sleep.as_mut().poll(cx));
+            let now = Instant::now();
+            if now >= deadline {
+                *this.deadline = Some(now + period);
+                return Poll::Ready(Some(Ok(Frame::data(
+                    this.settings.keep_alive.frame().clone(),
+                ))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Restarts the idle interval after a frame.
+fn bump(deadline: &mut Option<Instant>, settings: &Settings) {
+    if let Some(period) = settings.keep_alive.period() {
+        *deadline = Some(Instant::now() + period);
+    }
+}
+
+fn close(guard: &Option<CloseGuard>, reason: CloseReason) {
+    if let Some(guard) = guard {
+        guard.close(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventError, KeepAlive};
+    use futures_util::stream;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::UnboundedReceiverStream;
+
+    async fn next(
+        body: &mut (impl Body<Data = Bytes, Error = BoxError> + Unpin),
+    ) -> Option<String> {
+        let frame = body.frame().await?;
+        let data = frame.unwrap().into_data().unwrap();
+        Some(String::from_utf8(data.to_vec()).unwrap())
+    }
+
+    fn channel_body() -> (
+        mpsc::UnboundedSender<Event>,
+        SseBody<UnboundedReceiverStream<Event>>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (tx, SseBody::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    #[test]
+    fn body_is_send_and_sync_without_sync_stream() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        // A stream that is Send but not Sync.
+        struct NotSync(std::cell::Cell<u8>);
+        impl Stream for NotSync {
+            type Item = Event;
+            fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Event>> {
+                Poll::Ready(None)
+            }
+        }
+        assert_send_sync::<SseBody<NotSync>>();
+        let _ = NotSync(std::cell::Cell::new(0)).0.get();
+    }
+
+    #[tokio::test]
+    async fn open_frame_first_then_events() {
+        let body = SseBody::new(stream::iter([Event::message("a")]));
+        let mut body = std::pin::pin!(body);
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        assert_eq!(next(&mut body).await.unwrap(), "data: a\n\n");
+        assert!(next(&mut body).await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn open_frame_carries_retry() {
+        let body = SseBody::new(stream::iter(Vec::<Event>::new())).retry(Duration::from_secs(2));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "retry: 2000\n");
+    }
+
+    #[tokio::test]
+    async fn ready_events_are_coalesced_up_to_the_cap() {
+        let events: Vec<Event> = (0..10).map(|i| Event::message(i.to_string())).collect();
+        // Each event is 9 bytes; a 20-byte cap closes a frame after the third.
+        let body = SseBody::new(stream::iter(events))
+            .open_frame(false)
+            .coalesce(20);
+        let mut body = std::pin::pin!(body);
+        let mut frames = Vec::new();
+        while let Some(frame) = next(&mut body).await {
+            frames.push(frame);
+        }
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[0], "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+        assert_eq!(frames[3], "data: 9\n\n");
+    }
+
+    #[tokio::test]
+    async fn zero_cap_sends_one_event_per_frame() {
+        let events: Vec<Event> = (0..3).map(|i| Event::message(i.to_string())).collect();
+        let body = SseBody::new(stream::iter(events))
+            .open_frame(false)
+            .coalesce(0);
+        let mut body = std::pin::pin!(body);
+        let mut count = 0;
+        while next(&mut body).await.is_some() {
+            count += 1;
+        }
+        assert_eq!(count, 3);
+    }
+
+    #[tokio::test]
+    async fn a_lone_event_is_not_copied() {
+        let event = Event::message("zero-copy");
+        let ptr = event.as_bytes().as_ptr();
+        let body = SseBody::new(stream::iter([event])).open_frame(false);
+        let mut body = std::pin::pin!(body);
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(frame.as_ptr(), ptr);
+    }
+
+    #[tokio::test]
+    async fn comment_only_and_empty_events_pass_or_vanish() {
+        let events = vec![
+            Event::builder().build().unwrap(),
+            Event::builder().comment("c").build().unwrap(),
+        ];
+        let body = SseBody::new(stream::iter(events)).open_frame(false);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), ": c\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_after_idle_interval_and_reset_by_events() {
+        let (tx, body) = channel_body();
+        let body = body.keep_alive(KeepAlive::new().interval(Duration::from_secs(10)));
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        assert_eq!(next(&mut body).await.unwrap(), ": keep-alive\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+
+        // An event at t=15 restarts the interval: the next keep-alive is at t=25, not t=20.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tx.send(Event::message("x")).unwrap();
+        assert_eq!(next(&mut body).await.unwrap(), "data: x\n\n");
+        assert_eq!(next(&mut body).await.unwrap(), ": keep-alive\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(25));
+        assert_eq!(next(&mut body).await.unwrap(), ": keep-alive\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(35));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_without_open_frame_counts_from_first_poll() {
+        let (_tx, body) = channel_body();
+        let body = body
+            .open_frame(false)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(3)));
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ": keep-alive\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_disabled_sends_nothing() {
+        let (tx, body) = channel_body();
+        let body = body.keep_alive(KeepAlive::disabled());
+        let mut body = std::pin::pin!(body);
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        let idle = tokio::time::timeout(Duration::from_secs(3600), next(&mut body)).await;
+        assert!(idle.is_err(), "no frame in an hour of idleness");
+        drop(tx);
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn error_close_policy_sends_error_event_and_ends() {
+        let items: Vec<Result<Event, std::io::Error>> = vec![
+            Ok(Event::message("before")),
+            Err(std::io::Error::other("db gone\nreally")),
+            Ok(Event::message("after")),
+        ];
+        let mut body = SseBody::new(stream::iter(items)).open_frame(false);
+        let disconnect = body.disconnect_handle();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(
+            bytes,
+            "data: before\n\nevent: error\ndata: db gone\ndata: really\n\n"
+        );
+        assert_eq!(disconnect.reason(), Some(CloseReason::Error));
+    }
+
+    #[tokio::test]
+    async fn error_abort_policy_flushes_then_fails() {
+        let items: Vec<Result<Event, std::io::Error>> = vec![
+            Ok(Event::message("before")),
+            Err(std::io::Error::other("boom")),
+            Ok(Event::message("after")),
+        ];
+        let body = SseBody::new(stream::iter(items))
+            .open_frame(false)
+            .on_error(ErrorPolicy::Abort);
+        let mut body = std::pin::pin!(body);
+        assert_eq!(next(&mut body).await.unwrap(), "data: before\n\n");
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "boom");
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn builder_errors_in_the_stream_are_stream_errors() {
+        let items: Vec<Result<Event, EventError>> = vec![Event::builder().id("a\nb").build()];
+        let body = SseBody::new(stream::iter(items)).open_frame(false);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "event: error\ndata: line break in the id field\n\n");
+    }
+
+    #[tokio::test]
+    async fn normal_end_and_drop_are_reported() {
+        let mut body = SseBody::new(stream::iter([Event::message("x")]));
+        let ended = body.disconnect_handle();
+        body.collect().await.unwrap();
+        assert_eq!(ended.reason(), Some(CloseReason::Completed));
+
+        let (_tx, mut body) = channel_body();
+        let gone = body.disconnect_handle();
+        assert!(!gone.is_closed());
+        drop(body);
+        assert_eq!(gone.closed().await, CloseReason::Disconnected);
+    }
+
+    #[tokio::test]
+    async fn stream_is_polled_only_when_the_body_is() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counter = pulled.clone();
+        use futures_util::StreamExt;
+        let events = stream::iter(0..).map(move |i: u32| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Event::message(format!("{i:03}"))
+        });
+        // Each event is 11 bytes: a 110-byte cap bounds one frame to 10 events.
+        let body = SseBody::new(events).open_frame(false).coalesce(110);
+        let mut body = std::pin::pin!(body);
+        assert_eq!(pulled.load(Ordering::SeqCst), 0);
+        next(&mut body).await.unwrap();
+        assert_eq!(pulled.load(Ordering::SeqCst), 10);
+        next(&mut body).await.unwrap();
+        assert_eq!(pulled.load(Ordering::SeqCst), 20);
+    }
+
+    #[test]
+    fn debug_names_the_stream_type() {
+        let body = SseBody::new(stream::iter(Vec::<Event>::new()));
+        assert!(format!("{body:?}").contains("Iter"));
+    }
+}

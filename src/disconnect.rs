@@ -1,0 +1,186 @@
+//! Telling the application when an SSE response ends, and why.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    },
+};
+use tokio::sync::Notify;
+
+/// Why an SSE response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The event stream ended and the body finished.
+    Completed,
+    /// The body was dropped before its stream ended: the client disconnected (or the connection
+    /// was closed for it, by a timeout or a server shutdown).
+    Disconnected,
+    /// The event stream yielded an error, which ended the response.
+    Error,
+    /// The request was answered without an SSE body (for instance an error status).
+    NoStream,
+}
+
+const OPEN: u8 = 0;
+
+impl CloseReason {
+    fn to_u8(self) -> u8 {
+        match self {
+            CloseReason::Completed => 1,
+            CloseReason::Disconnected => 2,
+            CloseReason::Error => 3,
+            CloseReason::NoStream => 4,
+        }
+    }
+
+    fn from_u8(n: u8) -> Option<Self> {
+        Some(match n {
+            1 => CloseReason::Completed,
+            2 => CloseReason::Disconnected,
+            3 => CloseReason::Error,
+            4 => CloseReason::NoStream,
+            _ => return None,
+        })
+    }
+}
+
+struct Shared {
+    state: AtomicU8,
+    notify: Notify,
+}
+
+/// A handle that completes when an SSE response ends: the client went away, or the stream ended.
+///
+/// [`SseLayer`](crate::SseLayer) puts one in each request's extensions before calling the inner
+/// service, and hands its other half to the [`SseBody`](crate::SseBody) the handler creates; with
+/// hyper 1 a client's disconnect is seen within a millisecond or so, because the server drops the
+/// body as soon as the connection closes. Outside a layer, get one from
+/// [`SseBody::disconnect_handle`](crate::SseBody::disconnect_handle).
+///
+/// Cloning is cheap; every clone sees the same end.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tower_sse::{CloseReason, Event, SseBody};
+///
+/// let mut body = SseBody::new(futures_util::stream::iter([Event::message("hi")]));
+/// let disconnect = body.disconnect_handle();
+/// drop(body); // what the server does when the client goes away
+/// assert_eq!(disconnect.closed().await, CloseReason::Disconnected);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Disconnect {
+    shared: Arc<Shared>,
+}
+
+impl Disconnect {
+    pub(crate) fn pair() -> (Disconnect, CloseGuard) {
+        let shared = Arc::new(Shared {
+            state: AtomicU8::new(OPEN),
+            notify: Notify::new(),
+        });
+        (
+            Disconnect {
+                shared: shared.clone(),
+            },
+            CloseGuard { shared },
+        )
+    }
+
+    /// Waits until the response has ended and says why. Returns at once if it already has.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    /// Why the response ended, or `None` while it is still open.
+    pub fn reason(&self) -> Option<CloseReason> {
+        CloseReason::from_u8(self.shared.state.load(Ordering::Acquire))
+    }
+
+    /// Whether the response has ended.
+    pub fn is_closed(&self) -> bool {
+        self.reason().is_some()
+    }
+}
+
+impl fmt::Debug for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Disconnect")
+            .field("reason", &self.reason())
+            .finish()
+    }
+}
+
+/// The body's half: records the end once, and `Disconnected` if dropped while still open.
+pub(crate) struct CloseGuard {
+    shared: Arc<Shared>,
+}
+
+impl CloseGuard {
+    pub(crate) fn close(&self, reason: CloseReason) {
+        if self
+            .shared
+            .state
+            .compare_exchange(OPEN, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.shared.notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn handle(&self) -> Disconnect {
+        Disconnect {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        self.close(CloseReason::Disconnected);
+    }
+}
+
+impl fmt::Debug for CloseGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseGuard").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_reason_wins() {
+        let (handle, guard) = Disconnect::pair();
+        assert!(!handle.is_closed());
+        guard.close(CloseReason::Completed);
+        drop(guard);
+        assert_eq!(handle.closed().await, CloseReason::Completed);
+    }
+
+    #[tokio::test]
+    async fn waiters_registered_before_close_are_woken() {
+        let (handle, guard) = Disconnect::pair();
+        let waiter = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.closed().await }
+        });
+        tokio::task::yield_now().await;
+        drop(guard);
+        assert_eq!(waiter.await.unwrap(), CloseReason::Disconnected);
+    }
+}

@@ -1,0 +1,763 @@
+//! One Server-Sent Event and its wire encoding.
+//!
+//! An [`Event`] is encoded once, when it is built, into the exact bytes that go on the wire. Cloning
+//! it is O(1) (it holds a [`Bytes`]), so the same event can be sent to any number of clients without
+//! being copied or encoded again.
+//!
+//! The encoding follows the WHATWG HTML "Server-sent events" section:
+//!
+//! - data is split into one `data:` line per line; LF, CRLF and a lone CR each count as one line
+//!   break, so every line reaches the client as written (with breaks normalised to LF);
+//! - a trailing line break in data is kept: the client receives it back;
+//! - every field is written as `name: value`; a client strips exactly one space after the colon,
+//!   so a value that starts with a space keeps it;
+//! - lines end with LF only, and every event ends with a blank line;
+//! - `event`, `id` and comments are single-line fields: a CR or LF in them is refused with an
+//!   [`EventError`] (it would end the field early and let the rest be read as another field), as is
+//!   a NUL in an `id` (clients ignore such an id).
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_sse::Event;
+//!
+//! let event = Event::builder()
+//!     .event("chat")
+//!     .id("42")
+//!     .retry(Duration::from_secs(3))
+//!     .data("hello\nworld")
+//!     .build()
+//!     .unwrap();
+//!
+//! assert_eq!(
+//!     event.as_bytes(),
+//!     "event: chat\nid: 42\nretry: 3000\ndata: hello\ndata: world\n\n"
+//! );
+//! assert_eq!(event.id(), Some("42"));
+//!
+//! // A line break in a single-line field is an error, not an injected field.
+//! assert!(Event::builder().event("chat\ndata: forged").build().is_err());
+//! ```
+//!
+//! # Empty data
+//!
+//! Following the spec, a client dispatches an event when its block has at least one `data` field:
+//! `data("")` is sent as `data: ` and dispatched with empty data. An event with no data at all
+//! (only `event`, `id` or `retry`) is not dispatched by a browser's `EventSource`, though its `id`
+//! and `retry` still take effect; some other clients ignore such blocks entirely, so put an `id`
+//! in an event that also carries data.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::{error::Error as StdError, fmt, time::Duration};
+
+/// One Server-Sent Event, already encoded for the wire.
+///
+/// Built with [`Event::builder`], or [`Event::message`] for a plain data event. Cloning is O(1).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Event {
+    bytes: Bytes,
+    /// Where the `id` value sits in `bytes`; `id_len == 0 && id_start == 0` means no id. An id can
+    /// never start at offset 0 because `id: ` precedes it.
+    id_start: u32,
+    id_len: u32,
+}
+
+impl Event {
+    /// Starts building an event.
+    pub fn builder() -> EventBuilder {
+        EventBuilder::default()
+    }
+
+    /// An event with only data, dispatched by clients as a `message` event.
+    ///
+    /// Data may contain any text; every kind of line break is handled. This cannot fail.
+    ///
+    /// ```
+    /// let event = tower_sse::Event::message("a\r\nb");
+    /// assert_eq!(event.as_bytes(), "data: a\ndata: b\n\n");
+    /// ```
+    pub fn message(data: impl AsRef<str>) -> Event {
+        let data = data.as_ref();
+        let mut buf = BytesMut::with_capacity(data_capacity(data) + 1);
+        write_data(&mut buf, data);
+        buf.put_u8(b'\n');
+        Event {
+            bytes: buf.freeze(),
+            id_start: 0,
+            id_len: 0,
+        }
+    }
+
+    /// An event that carries data serialized as JSON (feature `json`).
+    ///
+    /// JSON text never contains a raw line break, so it is always one `data:` line.
+    ///
+    /// ```
+    /// # #[cfg(feature = "json")] {
+    /// let event = tower_sse::Event::json(&[1, 2, 3]).unwrap();
+    /// assert_eq!(event.as_bytes(), "data: [1,2,3]\n\n");
+    /// # }
+    /// ```
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Event, EventError> {
+        Event::builder().json_data(value).build()
+    }
+
+    /// The encoded bytes, exactly as they are written to the client.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Takes the encoded bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The event's `id`, if it has one.
+    pub fn id(&self) -> Option<&str> {
+        if self.id_start == 0 {
+            return None;
+        }
+        let start = self.id_start as usize;
+        let end = start + self.id_len as usize;
+        // The range was cut from a `&str` at ASCII boundaries, so it is always valid UTF-8.
+        std::str::from_utf8(&self.bytes[start..end]).ok()
+    }
+
+    /// Length of the encoding in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the encoding is empty (an event built with no fields); an empty event sends nothing.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Whether this event ends with a blank line, that is whether it carries any field besides
+    /// comments. Comment-only events are written as comment lines alone so that no client can take
+    /// them for an (empty) event.
+    pub fn is_dispatchable(&self) -> bool {
+        self.bytes.ends_with(b"\n\n")
+    }
+
+    /// Returns this event with an `id` field added, or `Ok(self)` unchanged if it already has one.
+    ///
+    /// Used by fan-out code that numbers events: the encoding is copied once, here, not per client.
+    /// A comment-only event is returned unchanged, since an id there would turn it into an event.
+    pub fn with_id_if_missing(self, id: impl AsRef<str>) -> Result<Event, EventError> {
+        if self.id_start != 0 || !self.is_dispatchable() {
+            return Ok(self);
+        }
+        let id = id.as_ref();
+        check_id(id)?;
+        let body = &self.bytes[..self.bytes.len() - 1];
+        let mut buf = BytesMut::with_capacity(self.bytes.len() + id.len() + 5);
+        buf.put_slice(body);
+        buf.put_slice(b"id: ");
+        let id_start = buf.len();
+        buf.put_slice(id.as_bytes());
+        buf.put_slice(b"\n\n");
+        Ok(Event {
+            bytes: buf.freeze(),
+            id_start: offset(id_start)?,
+            id_len: offset(id.len())?,
+        })
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Event")
+            .field(&String::from_utf8_lossy(&self.bytes))
+            .finish()
+    }
+}
+
+impl From<&str> for Event {
+    fn from(data: &str) -> Self {
+        Event::message(data)
+    }
+}
+
+impl From<String> for Event {
+    fn from(data: String) -> Self {
+        Event::message(data)
+    }
+}
+
+impl From<&String> for Event {
+    fn from(data: &String) -> Self {
+        Event::message(data)
+    }
+}
+
+impl From<EventBuilder> for Result<Event, EventError> {
+    fn from(builder: EventBuilder) -> Self {
+        builder.build()
+    }
+}
+
+/// Builds an [`Event`]; created by [`Event::builder`].
+///
+/// Fields are written in the order they are set. `data` may be called more than once: each call
+/// adds lines, as if the texts were joined with a line break. `event`, `id` and `retry` may be set
+/// once each. Errors are kept until [`build`](EventBuilder::build), which reports the first one.
+#[derive(Debug, Default)]
+#[must_use = "an event builder does nothing until `build` is called"]
+pub struct EventBuilder {
+    buf: BytesMut,
+    id_start: usize,
+    id_len: usize,
+    set: u8,
+    error: Option<EventError>,
+}
+
+const SET_EVENT: u8 = 1;
+const SET_ID: u8 = 2;
+const SET_RETRY: u8 = 4;
+const HAS_FIELD: u8 = 8;
+
+impl EventBuilder {
+    /// Adds data. Any text is allowed; LF, CRLF and lone CR each start a new `data:` line.
+    pub fn data(mut self, data: impl AsRef<str>) -> Self {
+        let data = data.as_ref();
+        self.buf.reserve(data_capacity(data) + 1);
+        write_data(&mut self.buf, data);
+        self.set |= HAS_FIELD;
+        self
+    }
+
+    /// Adds data serialized as JSON (feature `json`), on one `data:` line.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn json_data<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
+        if self.error.is_some() {
+            return self;
+        }
+        let mark = self.buf.len();
+        self.buf.put_slice(b"data: ");
+        match serde_json::to_writer((&mut self.buf).writer(), value) {
+            Ok(()) => {
+                self.buf.put_u8(b'\n');
+                self.set |= HAS_FIELD;
+            }
+            Err(err) => {
+                self.buf.truncate(mark);
+                self.error = Some(EventError::Json(err));
+            }
+        }
+        self
+    }
+
+    /// Sets the event name (the `event` field), which clients use as the event type.
+    /// Without it, clients dispatch a `message` event. Must not contain CR or LF.
+    pub fn event(mut self, name: impl AsRef<str>) -> Self {
+        let name = name.as_ref();
+        if self.once(SET_EVENT, Field::Event) && self.single_line(name, Field::Event) {
+            self.field(b"event: ", name);
+        }
+        self
+    }
+
+    /// Sets the event `id`; the client sends it back in `Last-Event-ID` when it reconnects.
+    /// Must not contain CR, LF or NUL. An empty id resets the client's last event id.
+    pub fn id(mut self, id: impl AsRef<str>) -> Self {
+        let id = id.as_ref();
+        if !self.once(SET_ID, Field::Id) {
+            return self;
+        }
+        if let Err(err) = check_id(id) {
+            self.fail(err);
+            return self;
+        }
+        self.id_start = self.buf.len() + 4;
+        self.id_len = id.len();
+        self.field(b"id: ", id);
+        self
+    }
+
+    /// Sets the client's reconnection time (the `retry` field), sent in whole milliseconds.
+    pub fn retry(mut self, delay: Duration) -> Self {
+        if self.once(SET_RETRY, Field::Retry) {
+            self.buf.put_slice(b"retry: ");
+            put_u64(&mut self.buf, millis(delay));
+            self.buf.put_u8(b'\n');
+            self.set |= HAS_FIELD;
+        }
+        self
+    }
+
+    /// Adds a comment line, which clients ignore. Must not contain CR or LF.
+    ///
+    /// An event made of comments alone is written without the closing blank line, so that no
+    /// client dispatches it as an empty event.
+    pub fn comment(mut self, text: impl AsRef<str>) -> Self {
+        let text = text.as_ref();
+        if self.single_line(text, Field::Comment) {
+            self.buf.reserve(text.len() + 3);
+            self.buf.put_slice(b": ");
+            self.buf.put_slice(text.as_bytes());
+            self.buf.put_u8(b'\n');
+        }
+        self
+    }
+
+    /// Finishes the event, or returns the first error met while building it.
+    pub fn build(mut self) -> Result<Event, EventError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        if self.set & HAS_FIELD != 0 {
+            self.buf.put_u8(b'\n');
+        }
+        Ok(Event {
+            bytes: self.buf.freeze(),
+            id_start: if self.set & SET_ID != 0 {
+                offset(self.id_start)?
+            } else {
+                0
+            },
+            id_len: offset(self.id_len)?,
+        })
+    }
+
+    fn field(&mut self, prefix: &[u8], value: &str) {
+        self.buf.reserve(prefix.len() + value.len() + 1);
+        self.buf.put_slice(prefix);
+        self.buf.put_slice(value.as_bytes());
+        self.buf.put_u8(b'\n');
+        self.set |= HAS_FIELD;
+    }
+
+    fn once(&mut self, flag: u8, field: Field) -> bool {
+        if self.set & flag != 0 {
+            self.fail(EventError::Repeated(field));
+            return false;
+        }
+        self.set |= flag;
+        self.error.is_none()
+    }
+
+    fn single_line(&mut self, value: &str, field: Field) -> bool {
+        if memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_some() {
+            self.fail(EventError::LineBreak(field));
+            return false;
+        }
+        self.error.is_none()
+    }
+
+    fn fail(&mut self, err: EventError) {
+        self.error.get_or_insert(err);
+    }
+}
+
+/// Which field of an event an [`EventError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Field {
+    /// The `event` field (the event name).
+    Event,
+    /// The `id` field.
+    Id,
+    /// The `retry` field.
+    Retry,
+    /// A comment line (including keep-alive comments).
+    Comment,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::Event => "event",
+            Field::Id => "id",
+            Field::Retry => "retry",
+            Field::Comment => "comment",
+        })
+    }
+}
+
+/// Why an [`Event`] could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EventError {
+    /// A single-line field contained a CR or LF.
+    LineBreak(Field),
+    /// The `id` contained a NUL character, which makes clients ignore it.
+    NulInId,
+    /// A field that may appear once was set twice.
+    Repeated(Field),
+    /// The event is larger than 4 GiB.
+    TooLarge,
+    /// JSON serialization failed.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    Json(serde_json::Error),
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventError::LineBreak(field) => write!(f, "line break in the {field} field"),
+            EventError::NulInId => f.write_str("NUL character in the id field"),
+            EventError::Repeated(field) => write!(f, "the {field} field was set twice"),
+            EventError::TooLarge => f.write_str("event larger than 4 GiB"),
+            #[cfg(feature = "json")]
+            EventError::Json(_) => f.write_str("failed to serialize event data as JSON"),
+        }
+    }
+}
+
+impl StdError for EventError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            #[cfg(feature = "json")]
+            EventError::Json(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+fn check_id(id: &str) -> Result<(), EventError> {
+    let bytes = id.as_bytes();
+    if memchr::memchr2(b'\r', b'\n', bytes).is_some() {
+        return Err(EventError::LineBreak(Field::Id));
+    }
+    if memchr::memchr(0, bytes).is_some() {
+        return Err(EventError::NulInId);
+    }
+    Ok(())
+}
+
+fn offset(n: usize) -> Result<u32, EventError> {
+    u32::try_from(n).map_err(|_| EventError::TooLarge)
+}
+
+/// Upper bound of the bytes `write_data` adds: each line costs `data: ` and `\n` beyond its text.
+fn data_capacity(data: &str) -> usize {
+    let breaks = memchr::memchr2_iter(b'\r', b'\n', data.as_bytes()).count();
+    data.len() + (breaks + 1) * 7
+}
+
+/// Writes `data` as `data:` lines, treating LF, CRLF and lone CR each as one line break.
+fn write_data(buf: &mut BytesMut, data: &str) {
+    let bytes = data.as_bytes();
+    let mut start = 0;
+    let mut skip_lf = false;
+    for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        if skip_lf {
+            skip_lf = false;
+            if at == start && bytes[at] == b'\n' {
+                // Second half of a CRLF: the line was already ended by the CR.
+                start = at + 1;
+                continue;
+            }
+        }
+        put_data_line(buf, &bytes[start..at]);
+        skip_lf = bytes[at] == b'\r';
+        start = at + 1;
+    }
+    put_data_line(buf, &bytes[start..]);
+}
+
+fn put_data_line(buf: &mut BytesMut, line: &[u8]) {
+    buf.put_slice(b"data: ");
+    buf.put_slice(line);
+    buf.put_u8(b'\n');
+}
+
+/// Whole milliseconds of `delay`, saturating.
+pub(crate) fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Appends the decimal digits of `n`.
+pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[i..]);
+}
+
+/// Checks that `text` can be sent as one comment line.
+pub(crate) fn check_comment(text: &str) -> Result<(), EventError> {
+    if memchr::memchr2(b'\r', b'\n', text.as_bytes()).is_some() {
+        Err(EventError::LineBreak(Field::Comment))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(event: Result<Event, EventError>) -> String {
+        String::from_utf8(event.unwrap().into_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn data_lines_split_on_every_break_kind() {
+        assert_eq!(
+            wire(Event::builder().data("a\nb\r\nc\rd").build()),
+            "data: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+    }
+
+    #[test]
+    fn crlf_is_one_break_not_two() {
+        assert_eq!(
+            wire(Event::builder().data("a\r\nb").build()),
+            "data: a\ndata: b\n\n"
+        );
+        // Lone CRs in a row are each a break; CR then CRLF is two breaks.
+        assert_eq!(
+            wire(Event::builder().data("a\r\r\nb").build()),
+            "data: a\ndata: \ndata: b\n\n"
+        );
+        assert_eq!(
+            wire(Event::builder().data("a\n\r\nb").build()),
+            "data: a\ndata: \ndata: b\n\n"
+        );
+    }
+
+    #[test]
+    fn trailing_break_is_kept() {
+        assert_eq!(
+            wire(Event::builder().data("a\n").build()),
+            "data: a\ndata: \n\n"
+        );
+        assert_eq!(
+            wire(Event::builder().data("a\r").build()),
+            "data: a\ndata: \n\n"
+        );
+        assert_eq!(
+            wire(Event::builder().data("a\r\n").build()),
+            "data: a\ndata: \n\n"
+        );
+    }
+
+    #[test]
+    fn leading_breaks_and_lone_breaks() {
+        assert_eq!(
+            wire(Event::builder().data("\n").build()),
+            "data: \ndata: \n\n"
+        );
+        assert_eq!(
+            wire(Event::builder().data("\r\n").build()),
+            "data: \ndata: \n\n"
+        );
+        assert_eq!(
+            wire(Event::builder().data("\na").build()),
+            "data: \ndata: a\n\n"
+        );
+    }
+
+    #[test]
+    fn leading_space_is_kept_by_the_separator_space() {
+        assert_eq!(wire(Event::builder().data(" x").build()), "data:  x\n\n");
+        assert_eq!(wire(Event::builder().event(" e").build()), "event:  e\n\n");
+    }
+
+    #[test]
+    fn empty_data_is_one_empty_data_line() {
+        assert_eq!(wire(Event::builder().data("").build()), "data: \n\n");
+        assert_eq!(Event::message("").as_bytes(), "data: \n\n");
+    }
+
+    #[test]
+    fn data_called_twice_adds_lines() {
+        assert_eq!(
+            wire(Event::builder().data("a").data("b").build()),
+            "data: a\ndata: b\n\n"
+        );
+    }
+
+    #[test]
+    fn no_lone_cr_on_the_wire() {
+        let event = Event::message("x\ry\r\n\r\rz");
+        assert!(!event.as_bytes().contains(&b'\r'));
+    }
+
+    #[test]
+    fn fields_in_order_and_id_is_recorded() {
+        let event = Event::builder()
+            .comment("hi")
+            .event("update")
+            .id("7")
+            .retry(Duration::from_millis(2500))
+            .data("x")
+            .build()
+            .unwrap();
+        assert_eq!(
+            event.as_bytes(),
+            ": hi\nevent: update\nid: 7\nretry: 2500\ndata: x\n\n"
+        );
+        assert_eq!(event.id(), Some("7"));
+    }
+
+    #[test]
+    fn retry_is_whole_milliseconds() {
+        assert_eq!(
+            wire(Event::builder().retry(Duration::from_micros(1_999)).build()),
+            "retry: 1\n\n"
+        );
+        assert_eq!(
+            wire(Event::builder().retry(Duration::from_secs(30)).build()),
+            "retry: 30000\n\n"
+        );
+        assert_eq!(
+            wire(Event::builder().retry(Duration::ZERO).build()),
+            "retry: 0\n\n"
+        );
+    }
+
+    #[test]
+    fn single_line_fields_refuse_line_breaks() {
+        for bad in ["a\nb", "a\rb", "a\r\nb", "\n", "x\n"] {
+            assert!(matches!(
+                Event::builder().event(bad).build(),
+                Err(EventError::LineBreak(Field::Event))
+            ));
+            assert!(matches!(
+                Event::builder().id(bad).build(),
+                Err(EventError::LineBreak(Field::Id))
+            ));
+            assert!(matches!(
+                Event::builder().comment(bad).build(),
+                Err(EventError::LineBreak(Field::Comment))
+            ));
+        }
+    }
+
+    #[test]
+    fn id_with_nul_is_refused() {
+        let err = Event::builder().id("a\0b").build().unwrap_err();
+        assert!(matches!(err, EventError::NulInId));
+        assert_eq!(err.to_string(), "NUL character in the id field");
+    }
+
+    #[test]
+    fn nul_is_fine_in_data_and_names() {
+        assert_eq!(
+            wire(Event::builder().data("a\0b").build()),
+            "data: a\0b\n\n"
+        );
+        assert_eq!(
+            wire(Event::builder().event("a\0").build()),
+            "event: a\0\n\n"
+        );
+    }
+
+    #[test]
+    fn repeated_single_fields_are_refused() {
+        assert!(matches!(
+            Event::builder().id("1").id("2").build(),
+            Err(EventError::Repeated(Field::Id))
+        ));
+        assert!(matches!(
+            Event::builder().event("a").event("b").build(),
+            Err(EventError::Repeated(Field::Event))
+        ));
+        assert!(matches!(
+            Event::builder()
+                .retry(Duration::ZERO)
+                .retry(Duration::ZERO)
+                .build(),
+            Err(EventError::Repeated(Field::Retry))
+        ));
+    }
+
+    #[test]
+    fn first_error_wins_and_later_fields_are_not_written() {
+        let err = Event::builder().event("a\nb").id("\0").build().unwrap_err();
+        assert!(matches!(err, EventError::LineBreak(Field::Event)));
+    }
+
+    #[test]
+    fn comment_only_event_has_no_blank_line() {
+        let event = Event::builder().comment("ping").build().unwrap();
+        assert_eq!(event.as_bytes(), ": ping\n");
+        assert!(!event.is_dispatchable());
+    }
+
+    #[test]
+    fn empty_builder_sends_nothing() {
+        let event = Event::builder().build().unwrap();
+        assert!(event.is_empty());
+        assert!(!event.is_dispatchable());
+    }
+
+    #[test]
+    fn empty_id_is_allowed_and_recorded() {
+        let event = Event::builder().id("").data("x").build().unwrap();
+        assert_eq!(event.as_bytes(), "id: \ndata: x\n\n");
+        assert_eq!(event.id(), Some(""));
+        assert_eq!(Event::message("x").id(), None);
+    }
+
+    #[test]
+    fn with_id_if_missing_adds_an_id_once() {
+        let event = Event::builder().event("e").data("x").build().unwrap();
+        let numbered = event.with_id_if_missing("5").unwrap();
+        assert_eq!(numbered.as_bytes(), "event: e\ndata: x\nid: 5\n\n");
+        assert_eq!(numbered.id(), Some("5"));
+        let again = numbered.clone().with_id_if_missing("6").unwrap();
+        assert_eq!(again, numbered);
+        assert!(Event::message("x").with_id_if_missing("a\nb").is_err());
+        let comment = Event::builder().comment("c").build().unwrap();
+        assert_eq!(comment.clone().with_id_if_missing("1").unwrap(), comment);
+    }
+
+    #[test]
+    fn clone_shares_the_encoding() {
+        let event = Event::message("shared");
+        let copy = event.clone();
+        assert_eq!(event.as_bytes().as_ptr(), copy.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn put_u64_formats_edges() {
+        for n in [0u64, 9, 10, 12345, u64::MAX] {
+            let mut buf = BytesMut::new();
+            put_u64(&mut buf, n);
+            assert_eq!(&buf[..], n.to_string().as_bytes());
+        }
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn json_data_is_one_line_even_with_newlines_in_strings() {
+        let event = Event::builder()
+            .event("j")
+            .json_data(&serde_json::json!({"text": "a\nb\r\nc"}))
+            .build()
+            .unwrap();
+        assert_eq!(
+            event.as_bytes(),
+            "event: j\ndata: {\"text\":\"a\\nb\\r\\nc\"}\n\n"
+        );
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn json_failure_is_an_error() {
+        use std::collections::HashMap;
+        // Maps with non-string keys cannot be JSON objects.
+        let mut map = HashMap::new();
+        map.insert(vec![1u8], 1);
+        assert!(matches!(
+            Event::builder().json_data(&map).build(),
+            Err(EventError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,97 @@
+//! The response future of [`SseService`](crate::SseService).
+
+use crate::{
+    disconnect::{CloseReason, Disconnect},
+    scope::{self, Scope},
+};
+use http::{
+    header::{self, HeaderName, HeaderValue},
+    HeaderMap, Response,
+};
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+pin_project! {
+    /// Response future of [`SseService`](crate::SseService).
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        scope: Option<Scope>,
+        handle: Disconnect,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, scope: Option<Scope>, handle: Disconnect) -> Self {
+        ResponseFuture {
+            inner,
+            scope,
+            handle,
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("inner", &std::any::type_name::<F>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let result = ready!(scope::enter(this.scope, || inner.as_mut().poll(cx)));
+        let scope = this.scope.take();
+        // A body that was built and then thrown away has already closed its handle.
+        let streaming = scope.as_ref().is_some_and(|s| s.built) && !this.handle.is_closed();
+        if let Some(guard) = scope.and_then(|s| s.guard) {
+            guard.close(CloseReason::NoStream);
+        }
+        let mut response = result?;
+        if streaming {
+            set_sse_headers(response.headers_mut());
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// Connection-specific headers, which HTTP/2 forbids and which HTTP/1.1 servers manage themselves.
+const CONNECTION_HEADERS: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+pub(crate) fn set_sse_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
+    headers
+        .entry(HeaderName::from_static("x-accel-buffering"))
+        .or_insert(HeaderValue::from_static("no"));
+    headers.remove(header::CONTENT_LENGTH);
+    for name in CONNECTION_HEADERS {
+        headers.remove(name);
+    }
+}

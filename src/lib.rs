@@ -1,0 +1,69 @@
+//! Server-Sent Events for the tower/hyper ecosystem.
+//!
+//! `tower-sse` turns any `Stream` of events into a correctly framed `text/event-stream` response:
+//! spec-exact framing, keep-alive comments, the right headers, backpressure, and disconnect
+//! detection. Add [`SseLayer`] to a hyper, axum or warp application and return an [`SseBody`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use http_body_util::BodyExt;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_sse::{Event, SseBody, SseLayer};
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(SseLayer::new())
+//!     .service_fn(|_req: Request<()>| async {
+//!         let events = futures_util::stream::iter([
+//!             Event::builder().event("greeting").id("1").data("hello\nworld").build(),
+//!         ]);
+//!         Ok::<_, Infallible>(Response::new(SseBody::new(events)))
+//!     });
+//!
+//! let response = service.oneshot(Request::new(())).await.unwrap();
+//! assert_eq!(response.headers()["content-type"], "text/event-stream");
+//! assert_eq!(response.headers()["cache-control"], "no-cache");
+//!
+//! let bytes = response.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(bytes, ":\nevent: greeting\nid: 1\ndata: hello\ndata: world\n\n");
+//! # }
+//! ```
+//!
+//! # Pieces
+//!
+//! - [`Event`]: one event, encoded once when built, cloned in O(1); bad names, ids and comments
+//!   are typed errors ([`EventError`]), never a malformed stream.
+//! - [`SseBody`]: the `http_body::Body` that writes a stream of events, with keep-alive,
+//!   coalescing, an open frame, an error policy and a [`Disconnect`] handle.
+//! - [`SseLayer`]: the tower layer that sets the headers, parses [`LastEventId`], and configures
+//!   every body under it.
+//! - [`decode`]: a client-side decoder that follows the spec's parsing algorithm.
+//!
+//! # Features
+//!
+//! - `json`: [`Event::json`] and [`EventBuilder::json_data`], with serde.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+pub mod decode;
+mod disconnect;
+mod event;
+mod future;
+mod keep_alive;
+mod last_event_id;
+mod layer;
+mod scope;
+mod service;
+
+pub use body::{SseBody, SseItem};
+pub use disconnect::{CloseReason, Disconnect};
+pub use event::{Event, EventBuilder, EventError, Field};
+pub use future::ResponseFuture;
+pub use keep_alive::{ErrorPolicy, KeepAlive};
+pub use last_event_id::{LastEventId, LAST_EVENT_ID, MAX_LAST_EVENT_ID_LEN};
+pub use layer::SseLayer;
+pub use service::SseService;
+
+/// A boxed error, as returned by [`SseBody`] when its stream fails under [`ErrorPolicy::Abort`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
