@@ -83,8 +83,8 @@ pin_project! {
     pub struct SseBody<S> {
         #[pin]
         stream: SyncWrapper<S>,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed so the body is `Unpin` when the stream is; created on the first idle poll.
+        sleep: Option<Pin<Box<Sleep>>>,
         deadline: Option<Instant>,
         settings: Arc<Settings>,
         state: State,
@@ -286,10 +286,9 @@ where
         };
         // Without an open frame and before any event, the idle clock starts at the first poll.
         let deadline = *this.deadline.get_or_insert_with(|| Instant::now() + period);
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep_until(deadline)));
-        }
-        let mut sleep = this.sleep.as_pin_mut().expect("set above");
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         loop {
             // The deadline moves forward with every frame without touching the timer; the timer
             // is only re-armed here, when it fires early.
@@ -557,6 +556,12 @@ mod tests {
         assert_eq!(pulled.load(Ordering::SeqCst), 10);
         next(&mut body).await.unwrap();
         assert_eq!(pulled.load(Ordering::SeqCst), 20);
+    }
+
+    #[test]
+    fn body_is_unpin_when_the_stream_is() {
+        fn assert_unpin<T: Unpin>() {}
+        assert_unpin::<SseBody<stream::Iter<std::vec::IntoIter<Event>>>>();
     }
 
     #[test]

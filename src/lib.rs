@@ -44,6 +44,7 @@
 //!
 //! - `json`: [`Event::json`] and [`EventBuilder::json_data`], with serde.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
 
 mod body;
 pub mod decode;

@@ -1,0 +1,78 @@
+//! A ticking SSE stream served by plain hyper 1 through `SseLayer`.
+//!
+//! ```text
+//! cargo run --example hyper_ticker
+//! curl -N http://127.0.0.1:3000/ticks
+//! curl -N -H 'Last-Event-ID: 10' http://127.0.0.1:3000/ticks   # resumes at tick 11
+//! ```
+//!
+//! Set `PORT` to listen elsewhere (`PORT=0` picks a free port).
+
+use futures_util::StreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use std::{convert::Infallible, time::Duration};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::IntervalStream;
+use tower::ServiceBuilder;
+use tower_sse::{Event, LastEventId, SseBody, SseLayer};
+
+async fn handle(
+    req: Request<Incoming>,
+) -> Result<
+    Response<Either<SseBody<impl futures_core::Stream<Item = Event>>, Full<bytes::Bytes>>>,
+    Infallible,
+> {
+    if req.uri().path() != "/ticks" {
+        let mut res = Response::new(Either::Right(Full::from("try /ticks\n")));
+        *res.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(res);
+    }
+    // Resume after the last tick the client saw, if it tells us.
+    let start = req
+        .extensions()
+        .get::<LastEventId>()
+        .and_then(|id| id.parse::<u64>().ok())
+        .map_or(0, |n| n + 1);
+    let ticks = IntervalStream::new(tokio::time::interval(Duration::from_secs(1)))
+        .enumerate()
+        .map(move |(i, _)| {
+            let n = start + i as u64;
+            Event::builder()
+                .event("tick")
+                .id(n.to_string())
+                .data(format!("tick {n}"))
+                .build()
+                .expect("digits are a valid id")
+        });
+    Ok(Response::new(Either::Left(SseBody::new(ticks))))
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let listener = TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    println!("listening on http://{}/ticks", listener.local_addr()?);
+
+    let service = ServiceBuilder::new()
+        .layer(SseLayer::new().retry(Duration::from_secs(2)))
+        .service_fn(handle);
+
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        // Events are small writes: don't let Nagle hold them back.
+        tcp.set_nodelay(true)?;
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,226 @@
+//! Helpers shared by the end-to-end tests: a hyper server on loopback and minimal clients.
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Request, Response};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use tower_sse::decode::{Decoder, Message};
+
+/// Serves `svc` on 127.0.0.1 (HTTP/1.1 and h2c) until the runtime ends.
+pub async fn serve<S, B>(svc: S) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let svc = TowerToHyperService::new(svc.clone());
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A bare HTTP/1.1 client on a raw socket, so tests see (and control) every byte.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    pub head: String,
+    chunk_left: usize,
+    body: BytesMut,
+    pub decoder: Decoder,
+    pub ended: bool,
+}
+
+impl RawClient {
+    pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawClient {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Self::get_on(stream, addr, path, headers).await
+    }
+
+    pub async fn get_on(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> RawClient {
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut client = RawClient {
+            stream,
+            buf: BytesMut::new(),
+            head: String::new(),
+            chunk_left: 0,
+            body: BytesMut::new(),
+            decoder: Decoder::new(),
+            ended: false,
+        };
+        while !client.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            client.read_more().await;
+        }
+        let end = client
+            .buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
+        client.head = String::from_utf8(client.buf.split_to(end).to_vec()).unwrap();
+        client
+    }
+
+    /// The value of a response header (first one), lower-cased name.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
+    pub fn status(&self) -> u16 {
+        self.head.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    async fn read_more(&mut self) -> usize {
+        let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+            .await
+            .expect("read timed out")
+            .unwrap();
+        if n == 0 {
+            self.ended = true;
+        }
+        n
+    }
+
+    /// Reads until at least one more body byte arrives (de-chunked); returns them.
+    pub async fn next_bytes(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(bytes) = self.dechunk() {
+                return Some(bytes);
+            }
+            if self.ended || self.read_more().await == 0 {
+                return None;
+            }
+        }
+    }
+
+    fn dechunk(&mut self) -> Option<Bytes> {
+        let chunked = self
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"));
+        if !chunked {
+            return (!self.buf.is_empty()).then(|| self.buf.split().freeze());
+        }
+        loop {
+            if self.chunk_left == usize::MAX {
+                // the CRLF after a chunk's data
+                if self.buf.len() < 2 {
+                    break;
+                }
+                assert_eq!(&self.buf[..2], b"\r\n");
+                self.buf.advance(2);
+                self.chunk_left = 0;
+                continue;
+            }
+            if self.chunk_left > 0 {
+                if self.buf.is_empty() {
+                    break;
+                }
+                let n = self.chunk_left.min(self.buf.len());
+                self.body.extend_from_slice(&self.buf.split_to(n));
+                self.chunk_left -= n;
+                if self.chunk_left == 0 {
+                    self.chunk_left = usize::MAX;
+                }
+                continue;
+            }
+            let Some(line_end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let size = std::str::from_utf8(&self.buf[..line_end]).unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            self.buf.advance(line_end + 2);
+            if size == 0 {
+                self.ended = true;
+                break;
+            }
+            self.chunk_left = size;
+        }
+        (!self.body.is_empty()).then(|| self.body.split().freeze())
+    }
+
+    /// Reads until `n` events have been decoded (or the stream ends).
+    pub async fn events(&mut self, n: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next_bytes().await {
+                Some(bytes) => out.extend(self.decoder.feed(&bytes)),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Reads everything until the server ends the response.
+    pub async fn to_end(&mut self) -> (Vec<u8>, Vec<Message>) {
+        let mut raw = Vec::new();
+        let mut messages = Vec::new();
+        while let Some(bytes) = self.next_bytes().await {
+            raw.extend_from_slice(&bytes);
+            messages.extend(self.decoder.feed(&bytes));
+            if self.ended {
+                break;
+            }
+        }
+        (raw, messages)
+    }
+}
+
+/// An HTTP/2 (h2c, prior knowledge) client connection.
+pub async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    // As browsers do: without it, the client's small RST_STREAM write can wait on a delayed ACK.
+    tcp.set_nodelay(true).unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+pub fn h2_get(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
+    Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("accept", "text/event-stream")
+        .body(Empty::new())
+        .unwrap()
+}

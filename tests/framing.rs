@@ -1,0 +1,162 @@
+//! Property tests: arbitrary events, encoded and then parsed by a decoder that follows the
+//! WHATWG algorithm, come back exactly as they went in (data with line breaks normalised to LF).
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::BodyExt;
+use proptest::prelude::*;
+use tower_sse::{decode::Decoder, Event, EventError, Field, SseBody};
+
+/// Text with any Unicode, salted with every kind of line break.
+fn text_with_breaks() -> impl Strategy<Value = String> {
+    let piece = (
+        any::<String>(),
+        prop_oneof!["\n", "\r", "\r\n", "", "\r\r\n", "\n\r"],
+    );
+    prop::collection::vec(piece, 0..6)
+        .prop_map(|pieces| pieces.into_iter().map(|(s, b)| s + &b).collect())
+}
+
+/// A single-line value: any Unicode but CR and LF.
+fn single_line() -> impl Strategy<Value = String> {
+    any::<String>().prop_map(|s| s.replace(['\r', '\n'], ""))
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    name: Option<String>,
+    id: Option<String>,
+    data: String,
+    comment: Option<String>,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        prop::option::of(single_line()),
+        prop::option::of(single_line().prop_map(|s| s.replace('\0', ""))),
+        text_with_breaks(),
+        prop::option::of(single_line()),
+    )
+        .prop_map(|(name, id, data, comment)| Spec {
+            name,
+            id,
+            data,
+            comment,
+        })
+}
+
+fn build(spec: &Spec) -> Event {
+    let mut builder = Event::builder();
+    if let Some(comment) = &spec.comment {
+        builder = builder.comment(comment);
+    }
+    if let Some(name) = &spec.name {
+        builder = builder.event(name);
+    }
+    if let Some(id) = &spec.id {
+        builder = builder.id(id);
+    }
+    builder
+        .data(&spec.data)
+        .build()
+        .expect("valid by construction")
+}
+
+fn normalise(data: &str) -> String {
+    data.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+/// Feeds `bytes` to a decoder in chunks cut at the given points.
+fn decode_in_chunks(bytes: &[u8], cuts: &[usize]) -> (Vec<tower_sse::decode::Message>, Decoder) {
+    let mut decoder = Decoder::new();
+    let mut messages = Vec::new();
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.sort_unstable();
+    let mut start = 0;
+    for point in points.into_iter().chain([bytes.len()]) {
+        messages.extend(decoder.feed(&bytes[start..point]));
+        start = point;
+    }
+    (messages, decoder)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn one_event_round_trips(spec in spec(), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+        let event = build(&spec);
+        let wire = event.as_bytes();
+        prop_assert!(!wire.contains(&b'\r'), "no CR on the wire");
+        prop_assert!(wire.ends_with(b"\n\n"));
+        prop_assert_eq!(event.id(), spec.id.as_deref());
+
+        let (messages, decoder) = decode_in_chunks(wire, &cuts);
+        prop_assert_eq!(messages.len(), 1);
+        let message = &messages[0];
+        prop_assert_eq!(&message.data, &normalise(&spec.data));
+        let expected_name = match spec.name.as_deref() {
+            None | Some("") => "message",
+            Some(name) => name,
+        };
+        prop_assert_eq!(&message.event, expected_name);
+        prop_assert_eq!(&message.last_event_id, spec.id.as_deref().unwrap_or(""));
+        prop_assert_eq!(decoder.comments(), u64::from(spec.comment.is_some()));
+        prop_assert!(decoder.is_idle());
+    }
+
+    #[test]
+    fn streams_through_the_body_round_trip(
+        specs in prop::collection::vec(spec(), 0..12),
+        cap in 0usize..300,
+        cuts in prop::collection::vec(any::<usize>(), 0..16),
+    ) {
+        let events: Vec<Event> = specs.iter().map(build).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let wire: Bytes = runtime.block_on(async {
+            SseBody::new(stream::iter(events)).coalesce(cap).collect().await.unwrap().to_bytes()
+        });
+
+        let (messages, decoder) = decode_in_chunks(&wire, &cuts);
+        prop_assert_eq!(messages.len(), specs.len());
+        let mut last_id = String::new();
+        for (message, spec) in messages.iter().zip(&specs) {
+            if let Some(id) = &spec.id {
+                last_id = id.clone();
+            }
+            prop_assert_eq!(&message.data, &normalise(&spec.data));
+            prop_assert_eq!(&message.last_event_id, &last_id);
+        }
+        prop_assert!(decoder.is_idle());
+    }
+
+    #[test]
+    fn line_breaks_in_single_line_fields_are_refused(
+        before in single_line(),
+        brk in prop_oneof!["\n", "\r", "\r\n"],
+        after in single_line(),
+    ) {
+        let value = format!("{before}{brk}{after}");
+        prop_assert!(matches!(
+            Event::builder().event(&value).data("x").build(),
+            Err(EventError::LineBreak(Field::Event))
+        ));
+        prop_assert!(matches!(
+            Event::builder().id(&value).data("x").build(),
+            Err(EventError::LineBreak(Field::Id))
+        ));
+        prop_assert!(matches!(
+            Event::builder().comment(&value).data("x").build(),
+            Err(EventError::LineBreak(Field::Comment))
+        ));
+    }
+
+    #[test]
+    fn ids_with_nul_are_refused(before in single_line(), after in single_line()) {
+        let id = format!("{before}\0{after}");
+        prop_assert!(matches!(
+            Event::builder().id(&id).build(),
+            Err(EventError::NulInId)
+        ));
+    }
+}
