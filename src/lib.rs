@@ -68,3 +68,7 @@ pub use service::SseService;
 
 /// A boxed error, as returned by [`SseBody`] when its stream fails under [`ErrorPolicy::Abort`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -80,7 +80,7 @@ async fn http1_headers_and_events_on_the_wire() {
     assert_eq!(client.header("cache-control").as_deref(), Some("no-cache"));
     assert_eq!(client.header("x-accel-buffering").as_deref(), Some("no"));
     assert_eq!(client.header("content-length"), None);
-    let (raw, messages) = client.to_end().await;
+    let (raw, messages) = client.read_to_end().await;
     assert_eq!(
         String::from_utf8(raw).unwrap(),
         "retry: 2500\nevent: a\nid: 1\ndata: x\ndata: y\n\ndata:  spaced\n\n"

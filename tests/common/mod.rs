@@ -190,7 +190,7 @@ impl RawClient {
     }
 
     /// Reads everything until the server ends the response.
-    pub async fn to_end(&mut self) -> (Vec<u8>, Vec<Message>) {
+    pub async fn read_to_end(&mut self) -> (Vec<u8>, Vec<Message>) {
         let mut raw = Vec::new();
         let mut messages = Vec::new();
         while let Some(bytes) = self.next_bytes().await {
