@@ -38,6 +38,9 @@
 //!   coalescing, an open frame, an error policy and a [`Disconnect`] handle.
 //! - [`SseLayer`]: the tower layer that sets the headers, parses [`LastEventId`], and configures
 //!   every body under it.
+//! - [`hub`]: fan-out to many subscribers, with replay on `Last-Event-ID` and a slow-client
+//!   policy.
+//! - [`io::SendTimeout`]: closes connections whose peer accepts no bytes for too long.
 //! - [`decode`]: a client-side decoder that follows the spec's parsing algorithm.
 //!
 //! # Features
@@ -51,6 +54,8 @@ pub mod decode;
 mod disconnect;
 mod event;
 mod future;
+pub mod hub;
+pub mod io;
 mod keep_alive;
 mod last_event_id;
 mod layer;

@@ -27,6 +27,20 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_wrapped(svc, |tcp| tcp).await
+}
+
+/// Like [`serve`], with each connection's IO wrapped by `wrap`.
+pub async fn serve_wrapped<S, B, IO>(svc: S, wrap: fn(TcpStream) -> IO) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -34,15 +48,28 @@ where
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            tcp.set_nodelay(true).unwrap();
             let svc = TowerToHyperService::new(svc.clone());
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
+                    .serve_connection(TokioIo::new(wrap(tcp)), svc)
                     .await;
             });
         }
     });
     addr
+}
+
+/// Polls `check` every few milliseconds until it holds, for at most `limit`.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    check()
 }
 
 /// A bare HTTP/1.1 client on a raw socket, so tests see (and control) every byte.

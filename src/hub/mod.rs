@@ -1,0 +1,395 @@
+//! Fan-out: publish an event once, deliver it to every subscriber of a topic.
+//!
+//! A [`Hub`] holds named [`Topic`]s. Publishing encodes nothing again and copies no event bytes:
+//! each topic keeps one ring of [`Event`]s (each a shared [`Bytes`](bytes::Bytes)), and every
+//! [`Subscription`] is a cursor into that ring. The ring is at once
+//!
+//! - the **history** a reconnecting client replays from its `Last-Event-ID`, bounded by count,
+//!   bytes and age, and
+//! - every subscriber's **buffer**: how far a subscriber may fall behind the newest event is
+//!   bounded by events and by bytes ([`HubBuilder::max_lag`]).
+//!
+//! So a subscriber that never reads costs a cursor, not a queue, however much is published.
+//!
+//! # Never silent
+//!
+//! - A subscriber that falls further behind than allowed gets the [`LagPolicy`]: `Evict` ends its
+//!   stream with a final [`EVICTED`] event carrying a `retry` hint (it reconnects and replays from
+//!   its last id), `Skip` jumps it to the newest event after a [`MISSED`] event that says how many
+//!   it missed.
+//! - A subscriber whose `Last-Event-ID` is no longer in the history (too old, from another server
+//!   run, or unknown) receives a [`HISTORY_LOST`] event first, then live events, so the app can
+//!   resync; it never gets a silent partial replay.
+//! - Every case is counted in [`HubStats`].
+//!
+//! # Ordering
+//!
+//! Events of one topic are totally ordered by publication (publishing takes the topic's lock).
+//! Each subscriber receives them in that order, each exactly once, with no gap except the ones
+//! a control event announces. Replay then live is one read of the same ring, so there is no gap
+//! and no duplicate at the seam, even under concurrent publishing.
+//!
+//! # Ids
+//!
+//! An event published without an `id` gets one from the hub: `<run>-<n>`, where `n` counts up per
+//! topic and `<run>` is fixed for the life of the hub, so an id from an earlier server run is
+//! recognised as unknown instead of being mistaken for a position in this one. Events published
+//! with their own ids keep them and are found by exact match.
+//!
+//! # What "bounded" means
+//!
+//! A topic holds at most [`history`](HubBuilder::history) events and
+//! [`history_bytes`](HubBuilder::history_bytes) bytes of encoded events (plus, per event, about 64
+//! bytes of bookkeeping), and nothing older than [`history_age`](HubBuilder::history_age). A
+//! subscriber holds a cursor, a waker, and at most one pending control event.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use futures_util::StreamExt;
+//! use tower_sse::{hub::Hub, Event, LastEventId};
+//!
+//! let hub = Hub::new();
+//! let room = hub.topic("lobby");
+//! let mut alice = room.subscribe(None);
+//!
+//! let id = room.publish(Event::message("hello")).unwrap();
+//! let got = alice.next().await.unwrap();
+//! assert_eq!(got.id(), Some(id.as_str()));
+//!
+//! // Bob reconnects having seen nothing after `id`: he replays what came next, then goes live.
+//! room.publish(Event::message("you missed this")).unwrap();
+//! let last = LastEventId::parse(id.as_bytes()).unwrap();
+//! let mut bob = room.subscribe(Some(&last));
+//! assert!(std::str::from_utf8(bob.next().await.unwrap().as_bytes()).unwrap().contains("you missed this"));
+//! assert_eq!(hub.stats().subscribers, 2);
+//! # }
+//! ```
+
+mod subscription;
+mod topic;
+
+pub use subscription::Subscription;
+pub use topic::Topic;
+
+use crate::Event;
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+/// Name of the final event sent to a subscriber evicted for falling behind.
+pub const EVICTED: &str = "evicted";
+/// Name of the event sent when a subscriber skipped events to catch up.
+pub const MISSED: &str = "missed";
+/// Name of the event sent when a `Last-Event-ID` cannot be resumed from the history.
+pub const HISTORY_LOST: &str = "history-lost";
+
+/// What happens to a subscriber that falls further behind than [`HubBuilder::max_lag`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LagPolicy {
+    /// End the subscriber's stream with a final [`EVICTED`] event carrying this `retry` hint. The
+    /// client reconnects with its `Last-Event-ID` and replays what it missed, if the history still
+    /// holds it (or is told [`HISTORY_LOST`] if not).
+    Evict {
+        /// The reconnection delay sent to the client.
+        retry: Duration,
+    },
+    /// Jump to the newest event, after a [`MISSED`] event whose data is `{"missed":N}`.
+    Skip,
+}
+
+impl Default for LagPolicy {
+    fn default() -> Self {
+        LagPolicy::Evict {
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A snapshot of a hub's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Topics that exist now.
+    pub topics: usize,
+    /// Subscribers connected now, over all topics.
+    pub subscribers: u64,
+    /// Events published since the hub was created.
+    pub published: u64,
+    /// Events handed to subscribers (replayed or live), control events excluded.
+    pub delivered: u64,
+    /// Events subscribers jumped over under [`LagPolicy::Skip`].
+    pub skipped: u64,
+    /// Subscribers evicted under [`LagPolicy::Evict`].
+    pub evicted: u64,
+    /// Subscribers told [`HISTORY_LOST`].
+    pub history_lost: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    subscribers: AtomicU64,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    skipped: AtomicU64,
+    evicted: AtomicU64,
+    history_lost: AtomicU64,
+}
+
+type Hook = Arc<dyn Fn(&Topic, usize) + Send + Sync>;
+
+/// Settings and counters shared by a hub and all its topics.
+#[derive(Debug)]
+struct Core {
+    config: HubBuilder,
+    run: Box<str>,
+    counters: Counters,
+}
+
+impl Core {
+    /// Runs a presence hook; a panicking hook is contained, so it can never take down the
+    /// connection (or the publisher) that triggered it.
+    fn run_hook(hook: &Option<Hook>, topic: &Topic, count: usize) {
+        if let Some(hook) = hook {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(topic, count)));
+        }
+    }
+}
+
+/// Many topics, each fanning events out to its subscribers. Cloning is cheap (shared).
+#[derive(Clone)]
+pub struct Hub {
+    core: Arc<Core>,
+    topics: Arc<Mutex<HashMap<Arc<str>, Arc<topic::Shared>>>>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("core", &self.core)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::builder().build()
+    }
+}
+
+impl Hub {
+    /// A hub with the default settings (see [`HubBuilder`]).
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// Starts configuring a hub.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// The topic with this name, created if it does not exist.
+    pub fn topic(&self, name: &str) -> Topic {
+        let mut topics = lock(&self.topics);
+        if let Some(shared) = topics.get(name) {
+            return Topic::from_shared(shared.clone(), self.clone());
+        }
+        let name: Arc<str> = name.into();
+        let shared = Arc::new(topic::Shared::new(name.clone(), self.core.clone()));
+        topics.insert(name, shared.clone());
+        Topic::from_shared(shared, self.clone())
+    }
+
+    /// The topic with this name, if it exists.
+    pub fn get(&self, name: &str) -> Option<Topic> {
+        let shared = lock(&self.topics).get(name)?.clone();
+        Some(Topic::from_shared(shared, self.clone()))
+    }
+
+    /// Names of the topics that exist now.
+    pub fn topic_names(&self) -> Vec<String> {
+        lock(&self.topics).keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Removes topics that nobody uses: no subscriber, no [`Topic`] handle held elsewhere, and no
+    /// history left once events older than [`history_age`](HubBuilder::history_age) are dropped.
+    /// Topics are also removed on their own when their last subscriber leaves and they hold no
+    /// history; call this now and then when many short-lived topics keep history.
+    pub fn prune(&self) -> usize {
+        let mut topics = lock(&self.topics);
+        let before = topics.len();
+        topics.retain(|_, shared| Arc::strong_count(shared) > 1 || !shared.is_idle(true));
+        before - topics.len()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> HubStats {
+        let c = &self.core.counters;
+        HubStats {
+            topics: lock(&self.topics).len(),
+            subscribers: c.subscribers.load(Ordering::Relaxed),
+            published: c.published.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
+            history_lost: c.history_lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Removes `shared` from the map if it is unused: called when a subscriber leaves.
+    fn remove_if_unused(&self, shared: &Arc<topic::Shared>) {
+        let mut topics = lock(&self.topics);
+        // The map's reference and the caller's: nobody else holds the topic.
+        if Arc::strong_count(shared) == 2 && shared.is_idle(false) {
+            topics.remove(shared.name());
+        }
+    }
+}
+
+/// Configures a [`Hub`].
+#[derive(Clone)]
+#[must_use]
+pub struct HubBuilder {
+    history: usize,
+    history_bytes: usize,
+    history_age: Option<Duration>,
+    max_lag_events: u64,
+    max_lag_bytes: u64,
+    policy: LagPolicy,
+    on_join: Option<Hook>,
+    on_leave: Option<Hook>,
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("history", &self.history)
+            .field("history_bytes", &self.history_bytes)
+            .field("history_age", &self.history_age)
+            .field("max_lag_events", &self.max_lag_events)
+            .field("max_lag_bytes", &self.max_lag_bytes)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HubBuilder {
+    fn default() -> Self {
+        HubBuilder {
+            history: 1024,
+            history_bytes: 4 * 1024 * 1024,
+            history_age: None,
+            max_lag_events: 512,
+            max_lag_bytes: 1024 * 1024,
+            policy: LagPolicy::default(),
+            on_join: None,
+            on_leave: None,
+        }
+    }
+}
+
+impl HubBuilder {
+    /// The most events a topic keeps, for replay and as subscribers' shared buffer. Default: 1024.
+    /// At least 1.
+    pub fn history(mut self, events: usize) -> Self {
+        self.history = events.max(1);
+        self
+    }
+
+    /// The most bytes of encoded events a topic keeps. Default: 4 MiB. The newest event is always
+    /// kept, whatever its size.
+    pub fn history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes = bytes;
+        self
+    }
+
+    /// Drops events older than this from the history. Default: no age limit.
+    pub fn history_age(mut self, age: Duration) -> Self {
+        self.history_age = Some(age);
+        self
+    }
+
+    /// How far a subscriber may fall behind the newest event, in events and in bytes, before the
+    /// [`LagPolicy`] applies. Default: 512 events, 1 MiB. A subscriber whose next event has been
+    /// dropped from the history is behind in any case.
+    pub fn max_lag(mut self, events: u64, bytes: u64) -> Self {
+        self.max_lag_events = events.max(1);
+        self.max_lag_bytes = bytes.max(1);
+        self
+    }
+
+    /// What happens to a subscriber that falls behind. Default: [`LagPolicy::Evict`] with a
+    /// 2-second retry hint.
+    pub fn lag_policy(mut self, policy: LagPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Called after a subscriber joins a topic, with the topic and its new subscriber count.
+    /// Runs outside the topic's lock (it may publish); a panic in it is contained.
+    pub fn on_join(mut self, hook: impl Fn(&Topic, usize) + Send + Sync + 'static) -> Self {
+        self.on_join = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after a subscriber leaves a topic (its stream was dropped: the client
+    /// disconnected, or it was evicted), with the topic and its new subscriber count.
+    /// Runs outside the topic's lock (it may publish); a panic in it is contained.
+    pub fn on_leave(mut self, hook: impl Fn(&Topic, usize) + Send + Sync + 'static) -> Self {
+        self.on_leave = Some(Arc::new(hook));
+        self
+    }
+
+    /// Creates the hub.
+    pub fn build(self) -> Hub {
+        Hub {
+            core: Arc::new(Core {
+                config: self,
+                run: run_id(),
+                counters: Counters::default(),
+            }),
+            topics: Arc::default(),
+        }
+    }
+}
+
+/// A short tag that differs between hubs and server runs, so ids from another run are unknown.
+fn run_id() -> Box<str> {
+    use std::hash::{BuildHasher, Hasher};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    format!("{:08x}", hasher.finish() as u32).into()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a hub lock leaves consistent data (no multi-step invariant spans
+    // user code), so poisoning is ignored rather than spread to every connection.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Builds one of the hub's own control events. Their fields are fixed and valid.
+fn control_event(name: &str, data: &str, retry: Option<Duration>) -> Event {
+    let mut builder = Event::builder().event(name);
+    if let Some(retry) = retry {
+        builder = builder.retry(retry);
+    }
+    builder
+        .data(data)
+        .build()
+        .unwrap_or_else(|_| Event::message(data))
+}

@@ -1,0 +1,162 @@
+//! A subscriber's stream: a cursor into its topic's ring.
+
+use super::{control_event, lock, topic::Topic, Core, LagPolicy, EVICTED, MISSED};
+use crate::Event;
+use futures_core::Stream;
+use std::{
+    fmt,
+    pin::Pin,
+    sync::atomic::Ordering,
+    task::{Context, Poll},
+};
+
+/// One subscriber of a [`Topic`]: a `Stream` of its events, ready to wrap in an
+/// [`SseBody`](crate::SseBody).
+///
+/// Dropping it (which the server does when the client disconnects) removes the subscriber at
+/// once and runs the hub's `on_leave` hook.
+#[must_use = "streams do nothing unless polled"]
+pub struct Subscription {
+    topic: Topic,
+    key: usize,
+    cursor: u64,
+    /// Sequence number of the first event published after the subscription began: events
+    /// before it are replay, which does not count as lag.
+    joined: u64,
+    control: Option<Event>,
+    /// Events handed out and not yet added to the hub's `delivered` counter.
+    unflushed: u64,
+    left: bool,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic.name())
+            .field("cursor", &self.cursor)
+            .field("left", &self.left)
+            .finish()
+    }
+}
+
+impl Subscription {
+    pub(super) fn new(
+        topic: Topic,
+        key: usize,
+        cursor: u64,
+        joined: u64,
+        control: Option<Event>,
+    ) -> Subscription {
+        Subscription {
+            topic,
+            key,
+            cursor,
+            joined,
+            control,
+            unflushed: 0,
+            left: false,
+        }
+    }
+
+    /// The topic this subscription reads.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    fn flush_delivered(&mut self) {
+        if self.unflushed > 0 {
+            let counters = &self.topic.shared.core.counters;
+            counters
+                .delivered
+                .fetch_add(self.unflushed, Ordering::Relaxed);
+            self.unflushed = 0;
+        }
+    }
+
+    /// Removes the subscriber from its topic, once.
+    fn leave(&mut self) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        self.flush_delivered();
+        let shared = &self.topic.shared;
+        let count = {
+            let mut state = lock(&shared.state);
+            state.waiters.try_remove(self.key);
+            state.waiters.len()
+        };
+        shared
+            .core
+            .counters
+            .subscribers
+            .fetch_sub(1, Ordering::Relaxed);
+        Core::run_hook(&shared.core.config.on_leave, &self.topic, count);
+        self.topic.hub.remove_if_unused(shared);
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = self.get_mut();
+        if let Some(event) = this.control.take() {
+            return Poll::Ready(Some(event));
+        }
+        if this.left {
+            return Poll::Ready(None);
+        }
+        let core = &*this.topic.shared.core;
+        let mut state = lock(&this.topic.shared.state);
+
+        let lag_from = this.cursor.max(this.joined);
+        let lagging = this.cursor < state.first_seq
+            || state.next_seq - lag_from > core.config.max_lag_events
+            || state.bytes_from(lag_from) > core.config.max_lag_bytes;
+        if lagging {
+            let behind = state.next_seq - this.cursor;
+            match core.config.policy {
+                LagPolicy::Evict { retry } => {
+                    drop(state);
+                    core.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                    this.leave();
+                    let data = format!(r#"{{"behind":{behind}}}"#);
+                    return Poll::Ready(Some(control_event(EVICTED, &data, Some(retry))));
+                }
+                LagPolicy::Skip => {
+                    this.cursor = state.next_seq;
+                    drop(state);
+                    core.counters.skipped.fetch_add(behind, Ordering::Relaxed);
+                    let data = format!(r#"{{"missed":{behind}}}"#);
+                    return Poll::Ready(Some(control_event(MISSED, &data, None)));
+                }
+            }
+        }
+
+        if this.cursor < state.next_seq {
+            let event = state.ring[(this.cursor - state.first_seq) as usize]
+                .event
+                .clone();
+            this.cursor += 1;
+            this.unflushed += 1;
+            return Poll::Ready(Some(event));
+        }
+
+        if let Some(slot) = state.waiters.get_mut(this.key) {
+            match slot {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            }
+        }
+        drop(state);
+        this.flush_delivered();
+        Poll::Pending
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}

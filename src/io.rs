@@ -1,0 +1,189 @@
+//! [`SendTimeout`]: close connections whose peer stops accepting bytes.
+//!
+//! A client that stops reading (or a peer that vanished while data was in flight) leaves the
+//! server's writes pending forever. The server then never polls the response body again, so
+//! nothing inside the body, the stream or a [`Hub`](crate::hub::Hub) can notice: the place to
+//! notice is the connection itself. `SendTimeout` wraps a connection's IO and fails a write that
+//! has made no progress for the given time; the server then closes the connection and drops the
+//! body (and with it the subscription).
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use tower_sse::io::SendTimeout;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let (tcp, _) = listener.accept().await?;
+//! let io = SendTimeout::new(tcp, Duration::from_secs(30));
+//! // serve `hyper_util::rt::TokioIo::new(io)` with hyper as usual
+//! # let _ = io; Ok(()) }
+//! ```
+
+use pin_project_lite::pin_project;
+use std::{
+    fmt,
+    future::Future as _,
+    io,
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::{Instant, Sleep},
+};
+
+pin_project! {
+    /// Wraps a connection's IO and fails writes that make no progress for too long; see the
+    /// [module docs](self).
+    ///
+    /// The timer is armed when a write (or flush) first returns `Pending`, and disarmed by any
+    /// write that makes progress, so a slow but live client is never cut off by it.
+    pub struct SendTimeout<T> {
+        #[pin]
+        inner: T,
+        timeout: Duration,
+        // Boxed and created on the first stall, so an idle wrapper costs no timer.
+        sleep: Option<Pin<Box<Sleep>>>,
+        armed: bool,
+    }
+}
+
+impl<T> SendTimeout<T> {
+    /// Wraps `inner`; a write pending for `timeout` fails with `io::ErrorKind::TimedOut`.
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        SendTimeout {
+            inner,
+            timeout,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// A reference to the wrapped IO.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// A mutable reference to the wrapped IO.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Takes the wrapped IO out.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    fn guard<R>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let this = self.project();
+        if let Poll::Ready(result) = op(this.inner, cx) {
+            *this.armed = false;
+            return Poll::Ready(result);
+        }
+        let deadline = Instant::now() + *this.timeout;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !*this.armed {
+            sleep.as_mut().reset(deadline);
+            *this.armed = true;
+        }
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "peer accepted no bytes within the send timeout",
+        )))
+    }
+}
+
+impl<T> fmt::Debug for SendTimeout<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendTimeout")
+            .field("inner", &std::any::type_name::<T>())
+            .field("timeout", &self.timeout)
+            .field("stalled", &self.armed)
+            .finish()
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for SendTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.guard(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.guard(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.guard(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.guard(cx, |io, cx| io.poll_shutdown(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_stuck_for_the_timeout_fails() {
+        // A 64-byte pipe whose reader never reads.
+        let (client, _server) = tokio::io::duplex(64);
+        let mut io = SendTimeout::new(client, Duration::from_secs(5));
+        io.write_all(&[0; 64]).await.unwrap();
+        let start = Instant::now();
+        let err = io.write_all(&[0; 1]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_rearms_the_timer() {
+        use tokio::io::AsyncReadExt;
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut io = SendTimeout::new(client, Duration::from_secs(5));
+        let reader = tokio::spawn(async move {
+            // Drain 16 bytes every 4 s: always within the timeout.
+            let mut buf = [0; 16];
+            let mut total = 0;
+            while total < 256 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                total += server.read(&mut buf).await.unwrap();
+            }
+            total
+        });
+        io.write_all(&[0; 256]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 256);
+    }
+}

@@ -1,0 +1,466 @@
+//! The fan-out hub: replay, lag policies, bounded memory, presence, counters.
+
+use futures_util::{FutureExt, StreamExt};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+use tower_sse::{
+    decode::{Decoder, Message},
+    hub::{Hub, LagPolicy, Subscription, EVICTED, HISTORY_LOST, MISSED},
+    Event, LastEventId,
+};
+
+/// Everything the subscription has ready now, decoded as a client would.
+fn ready_messages(sub: &mut Subscription, decoder: &mut Decoder) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Some(Some(event)) = sub.next().now_or_never() {
+        out.extend(decoder.feed(event.as_bytes()));
+    }
+    out
+}
+
+fn id(s: &str) -> LastEventId {
+    LastEventId::parse(s.as_bytes()).unwrap()
+}
+
+fn data(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|m| m.data.clone()).collect()
+}
+
+fn numbers(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| i.to_string()).collect()
+}
+
+#[tokio::test]
+async fn ids_are_assigned_monotonic_per_topic_and_kept_when_given() {
+    let hub = Hub::new();
+    let a = hub.topic("a");
+    let b = hub.topic("b");
+    let ids: Vec<String> = (0..5)
+        .map(|i| a.publish(Event::message(i.to_string())).unwrap())
+        .collect();
+    let seqs: Vec<u64> = ids
+        .iter()
+        .map(|id| id.rsplit_once('-').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(
+        b.publish(Event::message("x"))
+            .unwrap()
+            .rsplit_once('-')
+            .unwrap()
+            .1,
+        "1"
+    );
+    let own = Event::builder().id("mine").data("y").build().unwrap();
+    assert_eq!(a.publish(own).unwrap(), "mine");
+}
+
+#[tokio::test]
+async fn every_subscriber_gets_the_same_bytes_encoded_once() {
+    let hub = Hub::new();
+    let topic = hub.topic("t");
+    let mut subs: Vec<Subscription> = (0..100).map(|_| topic.subscribe(None)).collect();
+    topic.publish(Event::message("x".repeat(1024))).unwrap();
+    let mut pointers = Vec::new();
+    for sub in &mut subs {
+        let event = sub.next().await.unwrap();
+        pointers.push(event.as_bytes().as_ptr());
+    }
+    assert!(
+        pointers.windows(2).all(|w| w[0] == w[1]),
+        "one allocation shared by all"
+    );
+    let stats = hub.stats();
+    assert_eq!(stats.published, 1);
+    drop(subs);
+    assert_eq!(hub.stats().delivered, 100);
+}
+
+#[test]
+fn publishing_works_from_plain_threads() {
+    let hub = Hub::builder().max_lag(1_000, u64::MAX).build();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    topic.publish(Event::message(i.to_string())).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let mut count = 0;
+    while let Some(Some(_)) = sub.next().now_or_never() {
+        count += 1;
+    }
+    assert_eq!(count, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_meets_live_without_gap_or_duplicate_under_concurrent_publishing() {
+    const N: u32 = 20_000;
+    let hub = Hub::builder()
+        .history(N as usize)
+        .max_lag(N as u64, u64::MAX)
+        .build();
+    let topic = hub.topic("seam");
+    let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+
+    let publisher = {
+        let topic = topic.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                let id = topic.publish(Event::message(i.to_string())).unwrap();
+                ids.lock().unwrap().push(id);
+                if i % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+
+    // Subscribers that resume from some event while publishing goes on.
+    let mut readers = Vec::new();
+    for k in 0..40u32 {
+        let topic = topic.clone();
+        let ids = ids.clone();
+        readers.push(tokio::spawn(async move {
+            let from = loop {
+                let known = ids.lock().unwrap().len() as u32;
+                let target = k * (N / 40);
+                if known > target {
+                    break target;
+                }
+                tokio::task::yield_now().await;
+            };
+            let last = ids.lock().unwrap()[from as usize].clone();
+            let mut sub = topic.subscribe(Some(&id(&last)));
+            let mut decoder = Decoder::new();
+            let mut got = Vec::new();
+            while got.last().map(String::as_str) != Some(&(N - 1).to_string()) {
+                let event = sub.next().await.unwrap();
+                got.extend(decoder.feed(event.as_bytes()).into_iter().map(|m| m.data));
+            }
+            (from, got)
+        }));
+    }
+    publisher.await.unwrap();
+    for reader in readers {
+        let (from, got) = reader.await.unwrap();
+        assert_eq!(got, numbers(from + 1..N), "resumed after event {from}");
+    }
+    assert_eq!(
+        hub.stats().evicted + hub.stats().skipped + hub.stats().history_lost,
+        0
+    );
+}
+
+#[tokio::test]
+async fn evict_policy_ends_with_a_retry_hint_and_resume_loses_nothing() {
+    let hub = Hub::builder()
+        .max_lag(10, u64::MAX)
+        .lag_policy(LagPolicy::Evict {
+            retry: Duration::from_millis(1500),
+        })
+        .build();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    let mut decoder = Decoder::new();
+    for i in 0..5 {
+        topic.publish(Event::message(i.to_string())).unwrap();
+    }
+    let first = ready_messages(&mut sub, &mut decoder);
+    assert_eq!(data(&first), numbers(0..5));
+    let last_seen = first.last().unwrap().last_event_id.clone();
+
+    // The client stalls while 20 more are published.
+    for i in 5..25 {
+        topic.publish(Event::message(i.to_string())).unwrap();
+    }
+    let evicted = ready_messages(&mut sub, &mut decoder);
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].event, EVICTED);
+    assert_eq!(evicted[0].data, r#"{"behind":20}"#);
+    assert_eq!(decoder.retry(), Some(1500));
+    // The final event carries no id: the client resumes from its last real event.
+    assert_eq!(decoder.last_event_id(), last_seen);
+    assert_eq!(sub.next().await, None, "the stream ends");
+    assert_eq!(topic.subscribers(), 0);
+    let stats = hub.stats();
+    assert_eq!((stats.evicted, stats.subscribers), (1, 0));
+
+    // Reconnecting with Last-Event-ID replays exactly what was missed.
+    let mut again = topic.subscribe(Some(&id(&last_seen)));
+    let replay = ready_messages(&mut again, &mut Decoder::new());
+    assert_eq!(data(&replay), numbers(5..25));
+}
+
+#[tokio::test]
+async fn skip_policy_jumps_ahead_with_a_missed_event() {
+    let hub = Hub::builder()
+        .max_lag(10, u64::MAX)
+        .lag_policy(LagPolicy::Skip)
+        .build();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    let mut decoder = Decoder::new();
+    for i in 0..30 {
+        topic.publish(Event::message(i.to_string())).unwrap();
+    }
+    let got = ready_messages(&mut sub, &mut decoder);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event, MISSED);
+    assert_eq!(got[0].data, r#"{"missed":30}"#);
+    // Live again after the gap.
+    topic.publish(Event::message("live")).unwrap();
+    let live = ready_messages(&mut sub, &mut decoder);
+    assert_eq!(data(&live), ["live"]);
+    assert_eq!(hub.stats().skipped, 30);
+    assert_eq!(topic.subscribers(), 1);
+}
+
+#[tokio::test]
+async fn lag_is_also_bounded_in_bytes() {
+    let hub = Hub::builder()
+        .max_lag(1_000, 1200)
+        .lag_policy(LagPolicy::Skip)
+        .build();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    // About 113 bytes an event with its hub id: ten fit in 1200 bytes, eleven do not.
+    for _ in 0..10 {
+        topic.publish(Event::message("x".repeat(90))).unwrap();
+    }
+    assert_eq!(
+        ready_messages(&mut sub, &mut Decoder::new()).len(),
+        10,
+        "within the bound"
+    );
+    for _ in 0..11 {
+        topic.publish(Event::message("x".repeat(90))).unwrap();
+    }
+    let got = ready_messages(&mut sub, &mut Decoder::new());
+    assert_eq!(got[0].event, MISSED);
+}
+
+#[tokio::test]
+async fn a_subscriber_whose_next_event_left_the_history_is_lagging() {
+    let hub = Hub::builder()
+        .history(5)
+        .max_lag(1_000, u64::MAX)
+        .lag_policy(LagPolicy::Skip)
+        .build();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    for i in 0..8 {
+        topic.publish(Event::message(i.to_string())).unwrap();
+    }
+    assert_eq!(topic.history_len(), 5);
+    let got = ready_messages(&mut sub, &mut Decoder::new());
+    assert_eq!(got[0].event, MISSED);
+    assert_eq!(got[0].data, r#"{"missed":8}"#);
+}
+
+#[tokio::test]
+async fn dropping_subscribers_frees_them_and_unused_topics_go_away() {
+    let hub = Hub::new();
+    let topic = hub.topic("room");
+    let subs: Vec<Subscription> = (0..1_000).map(|_| topic.subscribe(None)).collect();
+    assert_eq!(topic.subscribers(), 1_000);
+    assert_eq!(hub.stats().subscribers, 1_000);
+    drop(subs);
+    assert_eq!(topic.subscribers(), 0);
+    assert_eq!(hub.stats().subscribers, 0);
+    // A topic with no history, no subscriber and no handle disappears with its last subscriber.
+    drop(topic);
+    let sub = hub.topic("room").subscribe(None);
+    assert_eq!(hub.topic_names(), ["room"]);
+    drop(sub);
+    assert!(hub.topic_names().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn history_expires_by_age_and_prune_removes_idle_topics() {
+    let hub = Hub::builder().history_age(Duration::from_secs(60)).build();
+    let topic = hub.topic("t");
+    let old = topic.publish(Event::message("old")).unwrap();
+    tokio::time::advance(Duration::from_secs(30)).await;
+    topic.publish(Event::message("newer")).unwrap();
+    let mut sub = topic.subscribe_with_recent(None, 10);
+    assert_eq!(
+        data(&ready_messages(&mut sub, &mut Decoder::new())),
+        ["old", "newer"]
+    );
+    drop(sub);
+
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let mut sub = topic.subscribe_with_recent(None, 10);
+    assert_eq!(
+        data(&ready_messages(&mut sub, &mut Decoder::new())),
+        ["newer"]
+    );
+    // Resuming right after the expired event is still exact: nothing after it expired.
+    let mut resumed = topic.subscribe(Some(&id(&old)));
+    assert_eq!(
+        data(&ready_messages(&mut resumed, &mut Decoder::new())),
+        ["newer"]
+    );
+    drop((sub, resumed));
+
+    assert_eq!(hub.prune(), 0, "a handle is still held");
+    drop(topic);
+    assert_eq!(hub.prune(), 0, "history is still fresh");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(hub.prune(), 1);
+    assert!(hub.topic_names().is_empty());
+}
+
+#[tokio::test]
+async fn odd_last_event_ids_get_history_lost_never_a_partial_replay() {
+    let hub = Hub::builder().history(5).build();
+    let topic = hub.topic("t");
+    let ids: Vec<String> = (0..20)
+        .map(|i| topic.publish(Event::message(i.to_string())).unwrap())
+        .collect();
+    let run = ids[0].split_once('-').unwrap().0.to_owned();
+    let cases = [
+        "garbage".to_owned(),
+        ids[2].clone(),                // too old
+        "deadbeef-3".to_owned(),       // another run
+        format!("{run}-999"),          // from the future
+        format!("{run}-{}", u64::MAX), // overflow bait
+        format!("{run}-x"),            // not a number
+        format!("{run}-18-extra"),     // trailing junk
+    ];
+    for (n, case) in cases.iter().enumerate() {
+        let mut sub = topic.subscribe(Some(&id(case)));
+        topic.publish(Event::message(format!("live{n}"))).unwrap();
+        let got = ready_messages(&mut sub, &mut Decoder::new());
+        assert_eq!(got.len(), 2, "{case}: {got:?}");
+        assert_eq!(got[0].event, HISTORY_LOST, "{case}");
+        assert_eq!(
+            got[1].data,
+            format!("live{n}"),
+            "{case}: then live, no replay"
+        );
+    }
+    assert_eq!(hub.stats().history_lost, cases.len() as u64);
+}
+
+#[tokio::test]
+async fn resuming_from_the_event_just_dropped_is_still_exact() {
+    let hub = Hub::builder().history(5).build();
+    let topic = hub.topic("t");
+    let ids: Vec<String> = (0..10)
+        .map(|i| topic.publish(Event::message(i.to_string())).unwrap())
+        .collect();
+    // History holds 5..10; the client saw 4, so nothing it needs is gone.
+    let mut sub = topic.subscribe(Some(&id(&ids[4])));
+    let got = ready_messages(&mut sub, &mut Decoder::new());
+    assert_eq!(data(&got), numbers(5..10));
+    assert_eq!(hub.stats().history_lost, 0);
+}
+
+#[tokio::test]
+async fn publisher_chosen_ids_resume_by_exact_match() {
+    let hub = Hub::new();
+    let topic = hub.topic("t");
+    for name in ["a", "b", "c"] {
+        let event = Event::builder().id(name).data(name).build().unwrap();
+        topic.publish(event).unwrap();
+    }
+    let mut sub = topic.subscribe(Some(&id("b")));
+    assert_eq!(data(&ready_messages(&mut sub, &mut Decoder::new())), ["c"]);
+}
+
+#[tokio::test]
+async fn recent_history_for_new_subscribers() {
+    let hub = Hub::new();
+    let topic = hub.topic("t");
+    for i in 0..10 {
+        topic.publish(Event::message(i.to_string())).unwrap();
+    }
+    let mut sub = topic.subscribe_with_recent(None, 3);
+    assert_eq!(
+        data(&ready_messages(&mut sub, &mut Decoder::new())),
+        numbers(7..10)
+    );
+}
+
+#[tokio::test]
+async fn presence_hooks_see_counts_may_publish_and_may_panic() {
+    let joins = Arc::new(AtomicUsize::new(0));
+    let hub = Hub::builder()
+        .on_join({
+            let joins = joins.clone();
+            move |topic, count| {
+                joins.fetch_add(1, Ordering::SeqCst);
+                topic
+                    .publish(
+                        Event::builder()
+                            .event("join")
+                            .data(count.to_string())
+                            .build()
+                            .unwrap(),
+                    )
+                    .unwrap();
+            }
+        })
+        .on_leave(|topic, count| {
+            topic
+                .publish(
+                    Event::builder()
+                        .event("leave")
+                        .data(count.to_string())
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap();
+            if count == 0 {
+                panic!("a buggy hook");
+            }
+        })
+        .build();
+    let topic = hub.topic("room");
+    let mut alice = topic.subscribe(None);
+    let bob = topic.subscribe(None);
+    let mut decoder = Decoder::new();
+    let got = ready_messages(&mut alice, &mut decoder);
+    // The hook runs once the subscriber is in, so alice sees her own join, then bob's.
+    let seen: Vec<(&str, &str)> = got
+        .iter()
+        .map(|m| (m.event.as_str(), m.data.as_str()))
+        .collect();
+    assert_eq!(seen, [("join", "1"), ("join", "2")]);
+    drop(bob);
+    let got = ready_messages(&mut alice, &mut decoder);
+    assert_eq!(
+        (got[0].event.as_str(), got[0].data.as_str()),
+        ("leave", "1")
+    );
+    drop(alice); // the hook panics; the panic is contained
+    assert_eq!(joins.load(Ordering::SeqCst), 2);
+    assert_eq!(topic.subscribers(), 0);
+}
+
+#[tokio::test]
+async fn comment_only_events_pass_without_ids() {
+    let hub = Hub::new();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    let comment = Event::builder().comment("note").build().unwrap();
+    assert_eq!(topic.publish(comment).unwrap(), "");
+    let event = sub.next().await.unwrap();
+    assert_eq!(event.as_bytes(), ": note\n");
+}
