@@ -46,9 +46,15 @@
 //! # Features
 //!
 //! - `json`: [`Event::json`] and [`EventBuilder::json_data`], with serde.
+//! - `axum`: `SseBody` as an axum response, `LastEventId` and `Disconnect` extractors, and a
+//!   send-timeout listener for `axum::serve` (module `axum`).
+//! - `warp`: `SseBody` as a warp reply (module `warp`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 mod body;
 pub mod decode;
 mod disconnect;
@@ -61,6 +67,10 @@ mod last_event_id;
 mod layer;
 mod scope;
 mod service;
+
+#[cfg(feature = "warp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "warp")))]
+pub mod warp;
 
 pub use body::{SseBody, SseItem};
 pub use disconnect::{CloseReason, Disconnect};

@@ -1,0 +1,168 @@
+//! axum integration (feature `axum`): [`SseBody`] as a response, and extractors.
+//!
+//! - A handler returns an [`SseBody`] directly: it implements `IntoResponse`, with the SSE
+//!   headers set.
+//! - [`LastEventId`] and [`Disconnect`] are extractors (use `Option<LastEventId>` when the header
+//!   may be absent).
+//! - `Router::new()...layer(SseLayer::new()...)` configures every SSE route under it: keep-alive,
+//!   retry hint, coalescing and error policy are set in that one place.
+//! - [`SendTimeoutListener`] wraps a listener for `axum::serve` so stalled clients are closed.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower::ServiceExt;
+//! use tower_sse::{Event, LastEventId, SseBody, SseLayer};
+//!
+//! async fn events(last: Option<LastEventId>) -> SseBody<impl futures_core::Stream<Item = Event>> {
+//!     let from = last.map_or("start".to_owned(), |id| id.to_string());
+//!     SseBody::new(futures_util::stream::iter([Event::message(format!("after {from}"))]))
+//! }
+//!
+//! let app = Router::new()
+//!     .route("/events", get(events))
+//!     .layer(SseLayer::new().retry(Duration::from_secs(1)));
+//!
+//! let request = http::Request::builder().uri("/events").body(axum::body::Body::empty()).unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.headers()["content-type"], "text/event-stream");
+//! let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+//! assert_eq!(body, "retry: 1000\ndata: after start\n\n");
+//! # }
+//! ```
+
+use crate::{
+    body::SseItem, future::set_sse_headers, io::SendTimeout, BoxError, Disconnect, LastEventId,
+    SseBody,
+};
+use axum::{
+    body::Body,
+    extract::{FromRequestParts, OptionalFromRequestParts},
+    http::{request::Parts, StatusCode},
+    response::{IntoResponse, Response},
+};
+use futures_core::Stream;
+use std::{convert::Infallible, fmt, io, time::Duration};
+
+impl<S> IntoResponse for SseBody<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: SseItem,
+    <S::Item as SseItem>::Error: Into<BoxError>,
+{
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::new(self));
+        set_sse_headers(response.headers_mut());
+        response
+    }
+}
+
+impl<St: Send + Sync> FromRequestParts<St> for LastEventId {
+    type Rejection = StatusCode;
+
+    /// Fails with `400 Bad Request` when the header is absent or unusable; extract
+    /// `Option<LastEventId>` to accept both.
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        <LastEventId as OptionalFromRequestParts<St>>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .flatten()
+            .ok_or(StatusCode::BAD_REQUEST)
+    }
+}
+
+impl<St: Send + Sync> OptionalFromRequestParts<St> for LastEventId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &St,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        // The layer's parse when it ran; the header itself otherwise (same rules).
+        Ok(parts
+            .extensions
+            .get::<LastEventId>()
+            .cloned()
+            .or_else(|| LastEventId::from_headers(&parts.headers)))
+    }
+}
+
+/// Rejection of the [`Disconnect`] extractor when no [`SseLayer`](crate::SseLayer) is installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MissingSseLayer;
+
+impl fmt::Display for MissingSseLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the Disconnect extractor needs tower_sse::SseLayer around the route")
+    }
+}
+
+impl std::error::Error for MissingSseLayer {}
+
+impl IntoResponse for MissingSseLayer {
+    fn into_response(self) -> Response {
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+impl<St: Send + Sync> FromRequestParts<St> for Disconnect {
+    type Rejection = MissingSseLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Disconnect>()
+            .cloned()
+            .ok_or(MissingSseLayer)
+    }
+}
+
+/// A listener for `axum::serve` whose connections close when the peer accepts no bytes for a
+/// set time; see [`SendTimeout`]. Also sets `TCP_NODELAY`, since events are small writes.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> std::io::Result<()> {
+/// use std::time::Duration;
+/// use tower_sse::axum::SendTimeoutListener;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let app = axum::Router::new();
+/// axum::serve(SendTimeoutListener::new(listener, Duration::from_secs(30)), app).await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SendTimeoutListener {
+    inner: tokio::net::TcpListener,
+    timeout: Duration,
+}
+
+impl SendTimeoutListener {
+    /// Wraps a TCP listener; writes pending for `timeout` fail and close the connection.
+    pub fn new(inner: tokio::net::TcpListener, timeout: Duration) -> Self {
+        SendTimeoutListener { inner, timeout }
+    }
+}
+
+impl axum::serve::Listener for SendTimeoutListener {
+    type Io = SendTimeout<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((tcp, addr)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return (SendTimeout::new(tcp, self.timeout), addr);
+                }
+                // Out of descriptors and the like: back off briefly instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
