@@ -1,5 +1,4 @@
 //! axum integration: responder, extractors, one layer for the router, compression alongside.
-#![cfg(feature = "axum")]
 
 mod common;
 

@@ -464,3 +464,43 @@ async fn comment_only_events_pass_without_ids() {
     let event = sub.next().await.unwrap();
     assert_eq!(event.as_bytes(), ": note\n");
 }
+
+#[tokio::test]
+async fn close_flushes_published_events_then_the_final_event_then_ends() {
+    let hub = Hub::new();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    let mut waiting = topic.subscribe(None);
+    assert!(
+        waiting.next().now_or_never().is_none(),
+        "pending before close"
+    );
+    topic
+        .publish(Event::message("accepted before shutdown"))
+        .unwrap();
+    let bye = Event::builder()
+        .event("shutdown")
+        .retry(Duration::from_secs(5))
+        .data("restarting")
+        .build()
+        .unwrap();
+    hub.close(Some(bye));
+    let mut decoder = Decoder::new();
+    let got = ready_messages(&mut sub, &mut decoder);
+    assert_eq!(data(&got), ["accepted before shutdown", "restarting"]);
+    assert_eq!(got[1].event, "shutdown");
+    assert_eq!(decoder.retry(), Some(5000));
+    assert_eq!(sub.next().await, None);
+    // A subscriber that was waiting when the hub closed is woken and gets the same.
+    let got = ready_messages(&mut waiting, &mut Decoder::new());
+    assert_eq!(data(&got), ["accepted before shutdown", "restarting"]);
+    assert_eq!(waiting.next().await, None);
+    assert_eq!(topic.subscribers(), 0);
+    // A late subscriber ends at once, after the final event.
+    let mut late = hub.topic("other").subscribe(None);
+    assert_eq!(
+        data(&ready_messages(&mut late, &mut Decoder::new())),
+        ["restarting"]
+    );
+    assert_eq!(late.next().await, None);
+}

@@ -169,6 +169,7 @@ impl Core {
 pub struct Hub {
     core: Arc<Core>,
     topics: Arc<Mutex<HashMap<Arc<str>, Arc<topic::Shared>>>>,
+    closed: Arc<Mutex<Option<Option<Event>>>>,
 }
 
 impl fmt::Debug for Hub {
@@ -205,6 +206,9 @@ impl Hub {
         }
         let name: Arc<str> = name.into();
         let shared = Arc::new(topic::Shared::new(name.clone(), self.core.clone()));
+        if let Some(final_event) = lock(&self.closed).clone() {
+            shared.close(final_event);
+        }
         topics.insert(name, shared.clone());
         Topic::from_shared(shared, self.clone())
     }
@@ -229,6 +233,19 @@ impl Hub {
         let before = topics.len();
         topics.retain(|_, shared| Arc::strong_count(shared) > 1 || !shared.is_idle(true));
         before - topics.len()
+    }
+
+    /// Ends every subscription, for a graceful shutdown: each first delivers the events already
+    /// published, then `final_event` if given (an event with a `retry` hint tells clients when to
+    /// come back), then its stream ends, so the server can finish its responses and exit.
+    /// Subscriptions made afterwards end the same way at once. Publishing still works, for
+    /// whatever the history should hold.
+    pub fn close(&self, final_event: Option<Event>) {
+        let mut topics = lock(&self.topics);
+        *lock(&self.closed) = Some(final_event.clone());
+        for shared in topics.values_mut() {
+            shared.close(final_event.clone());
+        }
     }
 
     /// A snapshot of the counters.
@@ -358,6 +375,7 @@ impl HubBuilder {
                 counters: Counters::default(),
             }),
             topics: Arc::default(),
+            closed: Arc::default(),
         }
     }
 }

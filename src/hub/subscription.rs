@@ -143,6 +143,13 @@ impl Stream for Subscription {
             return Poll::Ready(Some(event));
         }
 
+        if let Some(final_event) = &state.closed {
+            let final_event = final_event.clone();
+            drop(state);
+            this.leave();
+            return Poll::Ready(final_event);
+        }
+
         if let Some(slot) = state.waiters.get_mut(this.key) {
             match slot {
                 Some(waker) if waker.will_wake(cx.waker()) => {}

@@ -27,6 +27,8 @@ pub(super) struct State {
     cum_bytes: u64,
     /// One slot per subscriber: its waker while it waits for an event.
     pub(super) waiters: Slab<Option<Waker>>,
+    /// Set by [`Hub::close`]: subscribers end after the history, with this final event.
+    pub(super) closed: Option<Option<Event>>,
 }
 
 impl State {
@@ -106,12 +108,26 @@ impl Shared {
                 ring_bytes: 0,
                 cum_bytes: 0,
                 waiters: Slab::new(),
+                closed: None,
             }),
         }
     }
 
     pub(super) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Ends every subscription once it has read what was published; see [`Hub::close`].
+    pub(super) fn close(&self, final_event: Option<Event>) {
+        let mut state = lock(&self.state);
+        state.closed = Some(final_event);
+        let wakers: Vec<Waker> = state
+            .waiters
+            .iter_mut()
+            .filter_map(|(_, waker)| waker.take())
+            .collect();
+        drop(state);
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// No subscribers and no history (after dropping expired events when `expire` is set).

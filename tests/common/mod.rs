@@ -164,7 +164,15 @@ impl RawClient {
             .header("transfer-encoding")
             .is_some_and(|v| v.contains("chunked"));
         if !chunked {
-            return (!self.buf.is_empty()).then(|| self.buf.split().freeze());
+            let bytes = (!self.buf.is_empty()).then(|| self.buf.split().freeze());
+            if let Some(length) = self.header("content-length") {
+                let length: usize = length.parse().unwrap();
+                self.chunk_left += bytes.as_ref().map_or(0, |b| b.len());
+                if self.chunk_left >= length {
+                    self.ended = true;
+                }
+            }
+            return bytes;
         }
         loop {
             if self.chunk_left == usize::MAX {
@@ -250,4 +258,26 @@ pub fn h2_get(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
         .header("accept", "text/event-stream")
         .body(Empty::new())
         .unwrap()
+}
+
+/// Sends a POST with a JSON body on a fresh connection; returns the status and the body.
+pub async fn post_json(addr: SocketAddr, path: &str, json: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,233 @@
+//! A chat server with rooms, on axum: the main example.
+//!
+//! ```text
+//! cargo run --example chat --features axum
+//! ```
+//!
+//! Open the printed URL in two browser windows. POST a message and everyone in the room receives
+//! it as a named `message` event with an id; joining and leaving (a closed tab, a lost network)
+//! are announced to the room; a client that reconnects sends `Last-Event-ID` and gets the
+//! messages it missed. Set `PORT` to listen elsewhere (`PORT=0` picks a free port).
+//!
+//! - `GET /` — the page
+//! - `GET /rooms/{room}/events?user=NAME` — the room's event stream
+//! - `POST /rooms/{room}/messages` — `{"user": "...", "text": "..."}`
+
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::Html,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use std::time::Duration;
+use tower_sse::{
+    axum::SendTimeoutListener,
+    hub::{Hub, Subscription, Topic},
+    Disconnect, Event, KeepAlive, LastEventId, SseBody, SseLayer,
+};
+
+/// How many past messages a newcomer sees.
+const RECENT: usize = 50;
+const MAX_TEXT: usize = 2000;
+const MAX_NAME: usize = 32;
+
+/// The application: every SSE route is configured by the one `SseLayer` at the bottom.
+pub fn app(hub: Hub) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/rooms/{room}/events", get(events))
+        .route("/rooms/{room}/messages", post(send))
+        .with_state(hub)
+        .layer(
+            SseLayer::new()
+                .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+                .retry(Duration::from_secs(1)),
+        )
+}
+
+/// The hub every room lives in: a history of 500 events a room for replay.
+pub fn hub() -> Hub {
+    Hub::builder().history(500).build()
+}
+
+#[derive(Deserialize)]
+struct Who {
+    user: Option<String>,
+}
+
+fn clean_name(name: Option<String>) -> String {
+    let name: String = name
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME)
+        .collect();
+    if name.trim().is_empty() {
+        "anonymous".to_owned()
+    } else {
+        name
+    }
+}
+
+fn presence(topic: &Topic, kind: &str, user: &str) {
+    let data = serde_json::json!({ "user": user, "online": topic.subscribers() });
+    let event = Event::builder().event(kind).data(data.to_string()).build();
+    if let Ok(event) = event {
+        let _ = topic.publish(event);
+    }
+}
+
+async fn events(
+    State(hub): State<Hub>,
+    Path(room): Path<String>,
+    Query(who): Query<Who>,
+    last: Option<LastEventId>,
+    disconnect: Disconnect,
+) -> SseBody<Subscription> {
+    let user = clean_name(who.user);
+    let topic = hub.topic(&room);
+    // A reconnecting client resumes after its last event; a newcomer sees recent messages.
+    let subscription = topic.subscribe_with_recent(last.as_ref(), RECENT);
+    if last.is_none() {
+        presence(&topic, "join", &user);
+    }
+    // Announce the leave when the client goes away for real, however it goes.
+    tokio::spawn(async move {
+        disconnect.closed().await;
+        presence(&topic, "leave", &user);
+    });
+    SseBody::new(subscription)
+}
+
+#[derive(Deserialize)]
+struct Message {
+    user: Option<String>,
+    text: String,
+}
+
+async fn send(
+    State(hub): State<Hub>,
+    Path(room): Path<String>,
+    Json(message): Json<Message>,
+) -> Result<(StatusCode, Json<serde_json::Value>), (StatusCode, &'static str)> {
+    let text = message.text.trim();
+    if text.is_empty() || text.chars().count() > MAX_TEXT {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "text must be 1 to 2000 characters",
+        ));
+    }
+    let data = serde_json::json!({ "user": clean_name(message.user), "text": text });
+    let event = Event::builder()
+        .event("message")
+        .data(data.to_string())
+        .build()
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad event"))?;
+    let id = hub
+        .topic(&room)
+        .publish(event)
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "publish failed"))?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id }))))
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    println!(
+        "chat: open http://{}/ in two windows",
+        listener.local_addr()?
+    );
+
+    let hub = hub();
+    let shutdown_hub = hub.clone();
+    // Close clients that accept nothing for 30 s (stalled or vanished peers).
+    let listener = SendTimeoutListener::new(listener, Duration::from_secs(30));
+    axum::serve(listener, app(hub))
+        .with_graceful_shutdown(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            // End every stream with a hint to come back in 5 s, so the server can exit.
+            let bye = Event::builder()
+                .event("shutdown")
+                .retry(Duration::from_secs(5))
+                .data("server restarting")
+                .build()
+                .ok();
+            shutdown_hub.close(bye);
+        })
+        .await
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>tower-sse chat</title>
+<style>
+  body { font: 15px system-ui, sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; }
+  #log { list-style: none; padding: 0; border: 1px solid #ccc; height: 24rem; overflow-y: auto; }
+  #log li { padding: .25rem .5rem; border-bottom: 1px solid #eee; }
+  #log li.notice { color: #777; font-style: italic; }
+  form { display: flex; gap: .5rem; margin-top: .5rem; }
+  #text { flex: 1; }
+  #status { color: #777; }
+</style>
+<h1>Room <span id="room"></span> <small id="status">connecting…</small></h1>
+<ul id="log"></ul>
+<form id="form">
+  <input id="user" placeholder="your name" size="10">
+  <input id="text" placeholder="say something" autocomplete="off">
+  <button>Send</button>
+</form>
+<script>
+const params = new URLSearchParams(location.search);
+const room = params.get("room") || "lobby";
+const user = document.getElementById("user");
+user.value = params.get("user") || "guest" + Math.floor(Math.random() * 1000);
+document.getElementById("room").textContent = room;
+const log = document.getElementById("log");
+const status = document.getElementById("status");
+
+function add(text, notice) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (notice) li.className = "notice";
+  log.appendChild(li);
+  log.scrollTop = log.scrollHeight;
+}
+
+const url = `/rooms/${encodeURIComponent(room)}/events?user=${encodeURIComponent(user.value)}`;
+const source = new EventSource(url);
+source.onopen = () => { status.textContent = "online"; };
+source.onerror = () => { status.textContent = "reconnecting…"; };
+source.addEventListener("message", (e) => {
+  const m = JSON.parse(e.data);
+  add(`${m.user}: ${m.text}`);
+});
+source.addEventListener("join", (e) => {
+  const m = JSON.parse(e.data);
+  add(`${m.user} joined (${m.online} online)`, true);
+});
+source.addEventListener("leave", (e) => {
+  const m = JSON.parse(e.data);
+  add(`${m.user} left (${m.online} online)`, true);
+});
+source.addEventListener("history-lost", () => add("(some earlier messages could not be replayed)", true));
+source.addEventListener("evicted", () => add("(connection too slow, reconnecting)", true));
+source.addEventListener("shutdown", (e) => add(`(${e.data})`, true));
+
+document.getElementById("form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = document.getElementById("text");
+  if (!text.value.trim()) return;
+  await fetch(`/rooms/${encodeURIComponent(room)}/messages`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user: user.value, text: text.value }),
+  });
+  text.value = "";
+});
+</script>
+</html>
+"#;

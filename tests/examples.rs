@@ -1,0 +1,279 @@
+//! End-to-end tests of the example servers over real sockets, checking the events they send.
+
+mod common;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/chat.rs"]
+mod chat;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/live_data.rs"]
+mod live_data;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/notifications.rs"]
+mod notifications;
+
+use common::{eventually, h2_client, h2_get, post_json, RawClient};
+use http_body_util::BodyExt;
+use std::{net::SocketAddr, time::Duration};
+use tower_sse::decode::Message;
+use tower_sse::{decode::Decoder, hub::Hub};
+
+async fn start_chat() -> (SocketAddr, tower_sse::hub::Hub) {
+    let hub = chat::hub();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = chat::app(hub.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hub)
+}
+
+fn json(message: &Message) -> serde_json::Value {
+    serde_json::from_str(&message.data).unwrap()
+}
+
+#[tokio::test]
+async fn chat_room_messages_presence_and_replay() {
+    let (addr, hub) = start_chat().await;
+
+    let mut alice = RawClient::get(addr, "/rooms/den/events?user=alice", &[]).await;
+    assert_eq!(
+        alice.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    let joined = alice.events(1).await;
+    assert_eq!(joined[0].event, "join");
+    assert_eq!(json(&joined[0])["user"], "alice");
+    assert_eq!(json(&joined[0])["online"], 1);
+
+    let mut bob = RawClient::get(addr, "/rooms/den/events?user=bob", &[]).await;
+    // Bob, a newcomer, sees the recent history: alice's join, then his own.
+    let seen = bob.events(2).await;
+    assert_eq!(
+        seen.iter().map(|m| m.event.as_str()).collect::<Vec<_>>(),
+        ["join", "join"]
+    );
+    let got = alice.events(1).await;
+    assert_eq!(
+        (got[0].event.as_str(), json(&got[0])["user"].as_str()),
+        ("join", Some("bob"))
+    );
+    assert_eq!(json(&got[0])["online"], 2);
+
+    // A POST reaches everyone in the room as a named event with an id.
+    let (status, body) = post_json(
+        addr,
+        "/rooms/den/messages",
+        r#"{"user":"bob","text":"hi\nall"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for client in [&mut alice, &mut bob] {
+        let got = client.events(1).await;
+        assert_eq!(got[0].event, "message");
+        assert_eq!(json(&got[0])["text"], "hi\nall");
+        assert_eq!(got[0].last_event_id, id["id"].as_str().unwrap());
+    }
+    // Other rooms hear nothing; bad input is refused.
+    let (status, _) = post_json(addr, "/rooms/den/messages", r#"{"text":"   "}"#).await;
+    assert_eq!(status, 422);
+
+    // Bob closes his connection: alice is told, for real.
+    let bob_last = id["id"].as_str().unwrap().to_owned();
+    drop(bob);
+    let got = alice.events(1).await;
+    assert_eq!(
+        (got[0].event.as_str(), json(&got[0])["user"].as_str()),
+        ("leave", Some("bob"))
+    );
+    assert_eq!(json(&got[0])["online"], 1);
+
+    // Messages while bob is away; he reconnects with Last-Event-ID and gets exactly those.
+    for text in ["one", "two"] {
+        let body = format!(r#"{{"user":"alice","text":"{text}"}}"#);
+        assert_eq!(post_json(addr, "/rooms/den/messages", &body).await.0, 202);
+    }
+    let mut bob = RawClient::get(
+        addr,
+        "/rooms/den/events?user=bob",
+        &[("last-event-id", &bob_last)],
+    )
+    .await;
+    let missed = bob.events(3).await;
+    let texts: Vec<String> = missed
+        .iter()
+        .map(|m| {
+            json(m)
+                .get("text")
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| m.event.clone())
+        })
+        .collect();
+    assert_eq!(texts, ["leave", r#""one""#, r#""two""#]);
+    assert!(
+        eventually(Duration::from_secs(5), || hub.topic("den").subscribers()
+            == 2)
+        .await
+    );
+}
+
+#[tokio::test]
+async fn chat_page_is_served() {
+    let (addr, _hub) = start_chat().await;
+    let mut client = RawClient::get(addr, "/", &[]).await;
+    assert!(client
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let (page, _) = client.read_to_end().await;
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("new EventSource"));
+}
+
+#[tokio::test]
+async fn live_data_pushes_json_over_http1_and_h2_and_shuts_down_cleanly() {
+    let hub = Hub::builder().history(64).build();
+    let feed = hub.topic("feed");
+    let producer = tokio::spawn(live_data::produce(feed.clone(), Duration::from_millis(20)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(live_data::serve(listener, feed.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let mut client = RawClient::get(addr, "/feed", &[]).await;
+    let events = client.events(8).await;
+    let mut symbols: Vec<String> = events
+        .iter()
+        .filter(|m| m.event == "price")
+        .map(|m| {
+            let v = json(m);
+            assert!(v["price"].as_f64().unwrap() > 0.0);
+            v["symbol"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    symbols.sort();
+    symbols.dedup();
+    assert_eq!(symbols, ["ACME", "GLOBEX", "INITECH"]);
+    let metrics = events
+        .iter()
+        .find(|m| m.event == "metrics")
+        .expect("a metrics event");
+    assert!(json(metrics)["clients"].as_u64().unwrap() >= 1);
+    assert!(
+        events.iter().all(|m| !m.last_event_id.is_empty()),
+        "every event has an id"
+    );
+
+    // The same feed over HTTP/2.
+    let mut h2 = h2_client(addr).await;
+    let response = h2.send_request(h2_get(addr, "/feed")).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let mut body = response.into_body();
+    let mut decoder = Decoder::new();
+    let mut h2_events = Vec::new();
+    while h2_events.len() < 4 {
+        let frame = body.frame().await.unwrap().unwrap();
+        h2_events.extend(decoder.feed(&frame.into_data().unwrap()));
+    }
+    assert!(h2_events.iter().any(|m| m.event == "price"));
+
+    // Shutdown: every stream ends with the final event and a retry hint; the server exits.
+    producer.abort();
+    stop.send(()).unwrap();
+    hub.close(live_data::goodbye());
+    let (_, rest) = client.read_to_end().await;
+    let last = rest.last().expect("a final event");
+    assert_eq!(last.event, "shutdown");
+    assert_eq!(client.decoder.retry(), Some(5000));
+    assert!(client.ended, "the response ended");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server exits in bounded time")
+        .unwrap()
+        .unwrap();
+}
+
+async fn start_notifications() -> SocketAddr {
+    let hub = Hub::builder().history(100).build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(notifications::serve(listener, hub, std::future::pending()));
+    addr
+}
+
+#[tokio::test]
+async fn notifications_reach_one_user_or_all_and_resume() {
+    let addr = start_notifications().await;
+    let mut alice = RawClient::get(addr, "/users/alice/events", &[]).await;
+    let mut bob = RawClient::get(addr, "/users/bob/events", &[]).await;
+    assert_eq!(
+        alice.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+
+    let (status, _) = post_json(
+        addr,
+        "/users/alice/notify",
+        r#"{"title":"Hi","body":"for alice"}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, body) =
+        post_json(addr, "/notify", r#"{"title":"All","body":"for everyone"}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["users"],
+        2
+    );
+
+    let got = alice.events(2).await;
+    assert_eq!(
+        got.iter()
+            .map(|m| json(m)["body"].clone())
+            .collect::<Vec<_>>(),
+        ["for alice", "for everyone"]
+    );
+    assert!(got.iter().all(|m| m.event == "notification"));
+    let alice_last = got.last().unwrap().last_event_id.clone();
+    let got = bob.events(1).await;
+    assert_eq!(
+        json(&got[0])["body"],
+        "for everyone",
+        "bob never sees alice's"
+    );
+
+    // Bad user ids and bad bodies are refused.
+    assert_eq!(
+        post_json(addr, "/users/a%20b/notify", r#"{"title":"x","body":"y"}"#)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        post_json(addr, "/users/alice/notify", r#"{"nope":1}"#)
+            .await
+            .0,
+        400
+    );
+
+    // Alice goes offline, is notified, comes back with Last-Event-ID.
+    drop(alice);
+    post_json(
+        addr,
+        "/users/alice/notify",
+        r#"{"title":"Later","body":"while away"}"#,
+    )
+    .await;
+    let mut alice = RawClient::get(
+        addr,
+        "/users/alice/events",
+        &[("last-event-id", &alice_last)],
+    )
+    .await;
+    let got = alice.events(1).await;
+    assert_eq!(json(&got[0])["body"], "while away");
+}
