@@ -41,6 +41,14 @@ impl State {
         self.cum_bytes - start
     }
 
+    /// The wakers of the subscribers waiting for an event, to wake once the lock is released.
+    fn take_wakers(&mut self) -> Vec<Waker> {
+        self.waiters
+            .iter_mut()
+            .filter_map(|(_, waker)| waker.take())
+            .collect()
+    }
+
     fn pop_front(&mut self) {
         if let Some(entry) = self.ring.pop_front() {
             self.ring_bytes -= entry.event.len();
@@ -121,11 +129,7 @@ impl Shared {
     pub(super) fn close(&self, final_event: Option<Event>) {
         let mut state = lock(&self.state);
         state.closed = Some(final_event);
-        let wakers: Vec<Waker> = state
-            .waiters
-            .iter_mut()
-            .filter_map(|(_, waker)| waker.take())
-            .collect();
+        let wakers = state.take_wakers();
         drop(state);
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -208,11 +212,7 @@ impl Topic {
         state.cum_bytes += len as u64;
         state.ring_bytes += len;
         state.trim(core, now);
-        let wakers: Vec<Waker> = state
-            .waiters
-            .iter_mut()
-            .filter_map(|(_, waker)| waker.take())
-            .collect();
+        let wakers = state.take_wakers();
         drop(state);
         core.counters.published.fetch_add(1, Ordering::Relaxed);
         for waker in wakers {
