@@ -1,0 +1,181 @@
+//! In a real browser: headless Chromium (Debian's package) driven by `playwright-core`
+//! (tests/browser/run.mjs) checks what its own `EventSource` makes of our streams.
+//!
+//! Needs `/usr/bin/chromium`, `node`, and `npm ci --prefix tests/browser`; `.ci/run` installs them.
+//! Without them the test is skipped with a loud message, except under `CI=true`, where it fails.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/chat.rs"]
+mod chat;
+
+use axum::{response::Html, routing::get, Router};
+use futures_util::{stream, StreamExt};
+use serde_json::{json, Value};
+use std::{net::SocketAddr, path::Path, time::Duration};
+use tower_sse::{hub::Hub, Event, KeepAlive, LastEventId, SseBody, SseLayer};
+
+fn missing_tools() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !Path::new(&chromium).exists() {
+        return Some(format!(
+            "{chromium} is missing (apt-get install -y chromium)"
+        ));
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Some("playwright-core is missing (npm ci --prefix tests/browser)".into());
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Some("node is missing".into());
+    }
+    None
+}
+
+fn ev(builder: tower_sse::EventBuilder) -> Event {
+    builder.build().unwrap()
+}
+
+/// The events whose dispatch the browser reports, with pauses for keep-alives in between.
+fn framing_stream() -> impl futures_core::Stream<Item = Event> + Send {
+    let first = vec![
+        Event::message("line1\nline2\r\nline3\rline4"),
+        Event::message(""),
+        Event::message("end\n"),
+        Event::message(" lead"),
+        ev(Event::builder().event("custom").id("7").data("named")),
+        ev(Event::builder().comment("a comment-only event")),
+    ];
+    let pause = stream::once(tokio::time::sleep(Duration::from_millis(150)))
+        .filter_map(|()| async { None });
+    let second = vec![
+        // An id with no data: not dispatched, but it becomes the last event id.
+        ev(Event::builder().event("other").id("8")),
+        Event::message("after id"),
+        ev(Event::builder().event("done").data("bye")),
+    ];
+    stream::iter(first)
+        .chain(pause)
+        .chain(stream::iter(second))
+        .chain(stream::pending())
+}
+
+async fn start_test_server() -> SocketAddr {
+    let hub = Hub::new();
+    let topic = hub.topic("resume");
+    for i in 0..10 {
+        topic.publish(Event::message(i.to_string())).unwrap();
+    }
+    let publisher = topic.clone();
+    tokio::spawn(async move {
+        for i in 10..30 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            publisher.publish(Event::message(i.to_string())).unwrap();
+        }
+    });
+    let app = Router::new()
+        .route(
+            "/blank",
+            get(|| async { Html("<!doctype html><title>t</title>") }),
+        )
+        .route("/framing", get(|| async { SseBody::new(framing_stream()) }))
+        .route(
+            "/resume",
+            get(move |last: Option<LastEventId>| {
+                let topic = topic.clone();
+                async move {
+                    // Every connection ends after 4 events; the browser must come back for more.
+                    SseBody::new(
+                        topic
+                            .subscribe_with_recent(last.as_ref(), usize::MAX)
+                            .take(4),
+                    )
+                }
+            }),
+        )
+        .layer(
+            SseLayer::new()
+                .retry(Duration::from_millis(50))
+                .keep_alive(KeepAlive::new().interval(Duration::from_millis(20))),
+        );
+    serve(app).await
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventsource_in_chromium() {
+    if let Some(missing) = missing_tools() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("browser test cannot run under CI: {missing}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPING the browser test: {missing} !!!!!!!!\n");
+        return;
+    }
+    let base = start_test_server().await;
+    let chat = serve(chat::app(chat::hub())).await;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("run.mjs"))
+        .arg(format!("http://{base}"))
+        .arg(format!("http://{chat}"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser run finished in time")
+        .expect("node started");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "node failed: {stderr}\n{stdout}");
+    let results: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bad output ({e}): {stdout}\n{stderr}"));
+    assert!(
+        results.get("error").is_none(),
+        "browser run failed: {}",
+        results["error"]
+    );
+    println!("browser results: {results}");
+
+    // Multi-line data intact (every break kind arrives as LF), trailing newline and leading
+    // space kept, empty data dispatched as "", named events reach their listeners, ids set
+    // lastEventId (also from an event without data), comments and keep-alives dispatch nothing.
+    let event = |t: &str, d: &str, id: &str| json!({ "type": t, "data": d, "lastEventId": id });
+    assert_eq!(
+        results["framing"],
+        json!([
+            event("message", "line1\nline2\nline3\nline4", ""),
+            event("message", "", ""),
+            event("message", "end\n", ""),
+            event("message", " lead", ""),
+            event("custom", "named", "7"),
+            event("message", "after id", "8"),
+            event("done", "bye", "8"),
+        ])
+    );
+
+    // A server-closed stream reconnects and resumes from Last-Event-ID: no loss, no duplicate.
+    let resume = &results["resume"];
+    let expected: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+    assert_eq!(resume["data"], json!(expected), "{resume}");
+    assert!(
+        resume["opens"].as_u64().unwrap() >= 8,
+        "reconnected each time: {resume}"
+    );
+
+    // Chat: a message posted in one page appears in the other; closing a tab is announced.
+    let ben_log = results["chat"]["ben_log"].to_string();
+    assert!(ben_log.contains("ann: hello from ann"), "{ben_log}");
+    let ann_log = results["chat"]["ann_log"].to_string();
+    assert!(ann_log.contains("ben joined"), "{ann_log}");
+    assert!(ann_log.contains("ben left"), "{ann_log}");
+}

@@ -1,0 +1,106 @@
+// Drives headless Chromium against the servers started by tests/browser.rs and prints what the
+// browser's own EventSource received, as one JSON object on stdout. The Rust test asserts on it.
+//
+// usage: node run.mjs <base url of the test server> <base url of the chat example>
+import { chromium } from "playwright-core";
+
+const [base, chatBase] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+
+const browser = await chromium.launch({
+  executablePath,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+
+const results = {};
+try {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/blank`);
+
+  // Framing: every event the server sends, as the browser dispatches it.
+  results.framing = await page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const got = [];
+        const source = new EventSource("/framing");
+        const record = (type) => (e) => {
+          got.push({ type, data: e.data, lastEventId: e.lastEventId });
+          if (type === "done") {
+            source.close();
+            resolve(got);
+          }
+        };
+        source.onmessage = record("message");
+        for (const type of ["custom", "other", "done"]) {
+          source.addEventListener(type, record(type));
+        }
+        setTimeout(() => resolve({ timeout: got }), 15000);
+      }),
+  );
+
+  // Resume: the server ends the stream every few events; the browser reconnects on its own with
+  // Last-Event-ID, and must see every event exactly once, in order.
+  results.resume = await page.evaluate(
+    (total) =>
+      new Promise((resolve) => {
+        const data = [];
+        let opens = 0;
+        const source = new EventSource("/resume");
+        source.onopen = () => {
+          opens += 1;
+        };
+        source.onmessage = (e) => {
+          data.push(e.data);
+          if (data.length >= total) {
+            source.close();
+            resolve({ data, opens });
+          }
+        };
+        setTimeout(() => resolve({ timeout: true, data, opens }), 30000);
+      }),
+    30,
+  );
+
+  // The chat example: a message posted from one page appears in another.
+  const ann = await context.newPage();
+  const ben = await context.newPage();
+  await ann.goto(`${chatBase}/?room=browser&user=ann`);
+  await ben.goto(`${chatBase}/?room=browser&user=ben`);
+  await ann.waitForFunction(() => document.getElementById("status").textContent === "online");
+  await ben.waitForFunction(() => document.getElementById("status").textContent === "online");
+  await ann.waitForFunction(() => document.getElementById("log").textContent.includes("ben joined"));
+  await ann.fill("#text", "hello from ann");
+  await ann.click("button");
+  await ben.waitForFunction(
+    () => document.getElementById("log").textContent.includes("ann: hello from ann"),
+    null,
+    { timeout: 10000 },
+  );
+  results.chat = {
+    ben_log: await ben.evaluate(() => [...document.querySelectorAll("#log li")].map((li) => li.textContent)),
+  };
+  // Ben closes his tab: ann is told.
+  await ben.close();
+  await ann.waitForFunction(() => document.getElementById("log").textContent.includes("ben left"), null, {
+    timeout: 10000,
+  });
+  results.chat.ann_log = await ann.evaluate(() =>
+    [...document.querySelectorAll("#log li")].map((li) => li.textContent),
+  );
+} catch (err) {
+  results.error = String(err && err.stack ? err.stack : err);
+} finally {
+  await browser.close();
+}
+
+console.log(JSON.stringify(results));
