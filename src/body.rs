@@ -4,7 +4,9 @@ use crate::{
     disconnect::{CloseGuard, CloseReason, Disconnect},
     event::Event,
     keep_alive::{settings_setters, ErrorPolicy, Settings},
-    scope, BoxError,
+    scope,
+    shutdown::ShutdownWatch,
+    BoxError,
 };
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
@@ -14,6 +16,7 @@ use std::{
     convert::Infallible,
     fmt,
     future::Future,
+    panic::{self, AssertUnwindSafe},
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
@@ -90,6 +93,7 @@ pin_project! {
         state: State,
         error: Option<BoxError>,
         guard: Option<CloseGuard>,
+        shutdown: Option<ShutdownWatch>,
     }
 }
 
@@ -106,15 +110,21 @@ impl<S> SseBody<S> {
     /// Wraps a stream of events, with the settings of the enclosing
     /// [`SseLayer`](crate::SseLayer) (or the defaults).
     pub fn new(stream: S) -> Self {
-        let (settings, guard) = scope::take_for_body();
+        let parts = scope::take_for_body();
         SseBody {
             stream: SyncWrapper::new(stream),
             sleep: None,
             deadline: None,
-            settings,
-            state: State::Opening,
+            settings: parts.settings,
+            // A refused body (over the stream limit, or not acceptable) sends nothing.
+            state: if parts.refused {
+                State::Done
+            } else {
+                State::Opening
+            },
             error: None,
-            guard,
+            guard: parts.guard,
+            shutdown: parts.shutdown,
         }
     }
 
@@ -193,6 +203,18 @@ impl FrameBuf {
     }
 }
 
+/// The error reported when the application's stream panics.
+#[derive(Debug)]
+struct StreamPanicked;
+
+impl fmt::Display for StreamPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the event stream panicked")
+    }
+}
+
+impl std::error::Error for StreamPanicked {}
+
 fn error_event(err: &BoxError) -> Bytes {
     Event::builder()
         .event("error")
@@ -233,43 +255,57 @@ where
         }
 
         let cap = this.settings.coalesce;
+        let shutting_down = this.shutdown.as_ref().is_some_and(|s| s.is_triggered());
         let mut frame = FrameBuf::new();
         let mut stream = this.stream.as_mut().get_pin_mut();
         while frame.len == 0 || frame.len < cap {
-            match stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => match item.into_event() {
-                    Ok(event) => {
-                        if !event.is_empty() {
-                            frame.push(event.into_bytes());
-                        }
-                    }
-                    Err(err) => {
-                        let err: BoxError = err.into();
-                        close(this.guard, CloseReason::Error);
-                        match this.settings.on_error {
-                            ErrorPolicy::Close => {
-                                frame.push(error_event(&err));
-                                *this.state = State::Done;
-                            }
-                            ErrorPolicy::Abort => {
-                                if frame.len == 0 {
-                                    *this.state = State::Done;
-                                    return Poll::Ready(Some(Err(err)));
-                                }
-                                *this.error = Some(err);
-                                *this.state = State::Failing;
-                            }
-                        }
-                        break;
-                    }
-                },
-                Poll::Ready(None) => {
+            // A panic in the application's stream ends this response (per the error policy)
+            // instead of unwinding through the server's connection task.
+            let polled = panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx)));
+            let item = match polled {
+                Ok(Poll::Ready(Some(item))) => item.into_event().map_err(Into::into),
+                Ok(Poll::Ready(None)) => {
                     close(this.guard, CloseReason::Completed);
                     *this.state = State::Done;
                     break;
                 }
-                Poll::Pending => break,
+                Ok(Poll::Pending) => break,
+                Err(_) => Err(BoxError::from(StreamPanicked)),
+            };
+            match item {
+                Ok(event) => {
+                    if !event.is_empty() {
+                        frame.push(event.into_bytes());
+                    }
+                }
+                Err(err) => {
+                    close(this.guard, CloseReason::Error);
+                    match this.settings.on_error {
+                        ErrorPolicy::Close => {
+                            frame.push(error_event(&err));
+                            *this.state = State::Done;
+                        }
+                        ErrorPolicy::Abort => {
+                            if frame.len == 0 {
+                                *this.state = State::Done;
+                                return Poll::Ready(Some(Err(err)));
+                            }
+                            *this.error = Some(err);
+                            *this.state = State::Failing;
+                        }
+                    }
+                    break;
+                }
             }
+        }
+
+        if shutting_down && *this.state == State::Streaming {
+            // What the stream had ready (up to one frame) is flushed; the final event ends it.
+            if let Some(event) = this.shutdown.as_ref().and_then(|s| s.final_event()) {
+                frame.push(event.into_bytes());
+            }
+            close(this.guard, CloseReason::Shutdown);
+            *this.state = State::Done;
         }
 
         if let Some(bytes) = frame.take() {
@@ -280,7 +316,11 @@ where
             return Poll::Ready(None);
         }
 
-        // The stream is pending: this is the only place the keep-alive timer is polled.
+        // The stream is pending: wake up for a shutdown, and for the keep-alive timer, which is
+        // polled nowhere else.
+        if let Some(shutdown) = this.shutdown {
+            shutdown.register(cx);
+        }
         let Some(period) = this.settings.keep_alive.period() else {
             return Poll::Pending;
         };

@@ -1,5 +1,6 @@
 //! Telling the application when an SSE response ends, and why.
 
+use crate::layer::Streams;
 use std::{
     fmt,
     sync::{
@@ -20,8 +21,11 @@ pub enum CloseReason {
     Disconnected,
     /// The event stream yielded an error, which ended the response.
     Error,
-    /// The request was answered without an SSE body (for instance an error status).
+    /// The request was answered without an SSE body (for instance an error status, or a
+    /// refusal by the layer's stream limit or `Accept` check).
     NoStream,
+    /// The server's [`Shutdown`](crate::Shutdown) ended the stream.
+    Shutdown,
 }
 
 const OPEN: u8 = 0;
@@ -33,6 +37,7 @@ impl CloseReason {
             CloseReason::Disconnected => 2,
             CloseReason::Error => 3,
             CloseReason::NoStream => 4,
+            CloseReason::Shutdown => 5,
         }
     }
 
@@ -42,6 +47,7 @@ impl CloseReason {
             2 => CloseReason::Disconnected,
             3 => CloseReason::Error,
             4 => CloseReason::NoStream,
+            5 => CloseReason::Shutdown,
             _ => return None,
         })
     }
@@ -87,7 +93,10 @@ impl Disconnect {
             Disconnect {
                 shared: shared.clone(),
             },
-            CloseGuard { shared },
+            CloseGuard {
+                shared,
+                streams: None,
+            },
         )
     }
 
@@ -123,12 +132,19 @@ impl fmt::Debug for Disconnect {
     }
 }
 
-/// The body's half: records the end once, and `Disconnected` if dropped while still open.
+/// The body's half: records the end once, and `Disconnected` if dropped while still open; when
+/// counted, gives the layer's stream slot back on drop.
 pub(crate) struct CloseGuard {
     shared: Arc<Shared>,
+    streams: Option<Arc<Streams>>,
 }
 
 impl CloseGuard {
+    pub(crate) fn counting(mut self, streams: Arc<Streams>) -> Self {
+        self.streams = Some(streams);
+        self
+    }
+
     pub(crate) fn close(&self, reason: CloseReason) {
         if self
             .shared
@@ -150,6 +166,9 @@ impl CloseGuard {
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         self.close(CloseReason::Disconnected);
+        if let Some(streams) = &self.streams {
+            streams.release();
+        }
     }
 }
 

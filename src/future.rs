@@ -2,11 +2,11 @@
 
 use crate::{
     disconnect::{CloseReason, Disconnect},
-    scope::{self, Scope},
+    scope::{self, Refusal, Scope},
 };
 use http::{
     header::{self, HeaderName, HeaderValue},
-    HeaderMap, Response,
+    HeaderMap, Response, StatusCode,
 };
 use pin_project_lite::pin_project;
 use std::{
@@ -14,6 +14,7 @@ use std::{
     future::Future,
     pin::Pin,
     task::{ready, Context, Poll},
+    time::Duration,
 };
 
 pin_project! {
@@ -55,17 +56,40 @@ where
         let this = self.project();
         let mut inner = this.inner;
         let result = ready!(scope::enter(this.scope, || inner.as_mut().poll(cx)));
-        let scope = this.scope.take();
+        let Some(scope) = this.scope.take() else {
+            return Poll::Ready(result);
+        };
         // A body that was built and then thrown away has already closed its handle.
-        let streaming = scope.as_ref().is_some_and(|s| s.built) && !this.handle.is_closed();
-        if let Some(guard) = scope.and_then(|s| s.guard) {
+        let streaming = scope.built && !this.handle.is_closed();
+        let refusal = scope.refusal.filter(|_| scope.built);
+        let retry = scope.settings.retry;
+        if let Some(guard) = scope.guard {
             guard.close(CloseReason::NoStream);
         }
         let mut response = result?;
-        if streaming {
-            set_sse_headers(response.headers_mut());
+        match refusal {
+            Some(refusal) => refuse(&mut response, refusal, retry),
+            None if streaming => set_sse_headers(response.headers_mut()),
+            None => {}
         }
         Poll::Ready(Ok(response))
+    }
+}
+
+/// Turns a response whose body was built refused (it sends nothing) into the refusal.
+fn refuse<B>(response: &mut Response<B>, refusal: Refusal, retry: Option<Duration>) {
+    let headers = response.headers_mut();
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
+    match refusal {
+        Refusal::NotAcceptable => *response.status_mut() = StatusCode::NOT_ACCEPTABLE,
+        Refusal::OverLimit => {
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            let seconds = retry.map_or(5, |r| r.as_millis().div_ceil(1000).max(1));
+            let value = HeaderValue::from_str(&seconds.to_string())
+                .unwrap_or(HeaderValue::from_static("5"));
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
     }
 }
 

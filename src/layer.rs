@@ -1,8 +1,49 @@
 //! [`SseLayer`]: the tower layer that configures and frames SSE responses.
 
-use crate::{keep_alive::settings_setters, keep_alive::Settings, service::SseService};
-use std::sync::Arc;
+use crate::{
+    keep_alive::{settings_setters, Settings},
+    service::SseService,
+    shutdown::Shutdown,
+};
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
 use tower_layer::Layer;
+
+/// The live SSE streams of a layer (shared by its clones), and their limit.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    live: AtomicUsize,
+    max: usize,
+}
+
+impl Streams {
+    fn new(max: usize) -> Self {
+        Streams {
+            live: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes a slot, or `None` when the limit is reached.
+    pub(crate) fn acquire(&self) -> Option<()> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < self.max).then_some(live + 1)
+            })
+            .ok()
+            .map(drop)
+    }
+
+    pub(crate) fn release(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+}
 
 /// Applies SSE settings, headers, `Last-Event-ID` parsing and disconnect detection to a service.
 ///
@@ -21,7 +62,13 @@ use tower_layer::Layer;
 ///   `X-Accel-Buffering: no` (the last two unless already set), removes `Content-Length`, and
 ///   removes connection-specific headers (`Connection`, `Keep-Alive`, `Proxy-Connection`,
 ///   `Transfer-Encoding`, `Upgrade`, `TE`), which HTTP/2 forbids. Status and other headers are
-///   kept.
+///   kept;
+/// - answers `406 Not Acceptable` instead of streaming when the request's `Accept` header
+///   excludes `text/event-stream`, and `503 Service Unavailable` with `Retry-After` when the
+///   stream limit set by [`max_streams`](SseLayer::max_streams) is reached (the body then sends
+///   nothing, so no accepted connection waits for events that never come);
+/// - counts the live streams ([`open_streams`](SseLayer::open_streams)) and, given a
+///   [`Shutdown`], ends them all gracefully when it is triggered.
 ///
 /// # Example
 ///
@@ -52,22 +99,52 @@ use tower_layer::Layer;
 /// assert_eq!(bytes, "retry: 5000\ndata: after Some(\"41\")\n\n");
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[must_use]
 pub struct SseLayer {
     pub(crate) settings: Arc<Settings>,
+    pub(crate) streams: Arc<Streams>,
+    pub(crate) shutdown: Option<Shutdown>,
+}
+
+impl Default for SseLayer {
+    fn default() -> Self {
+        SseLayer {
+            settings: Settings::shared_default(),
+            streams: Arc::new(Streams::new(usize::MAX)),
+            shutdown: None,
+        }
+    }
 }
 
 impl SseLayer {
     /// A layer with the default settings: keep-alive every 15 s, no retry hint, 16 KiB
     /// coalescing, errors closing the stream with an `error` event, an open frame.
     pub fn new() -> Self {
-        SseLayer {
-            settings: Settings::shared_default(),
-        }
+        Self::default()
     }
 
     settings_setters!(settings);
+
+    /// Caps the number of SSE streams open at once under this layer (and its clones). Beyond
+    /// it, requests that would stream get `503 Service Unavailable` with a `Retry-After` header
+    /// (the retry hint rounded up to whole seconds, or 5 s without one), and the client's
+    /// `EventSource` tries again later. Default: no limit.
+    pub fn max_streams(mut self, limit: usize) -> Self {
+        self.streams = Arc::new(Streams::new(limit));
+        self
+    }
+
+    /// Ends every stream under this layer when `shutdown` is triggered; see [`Shutdown`].
+    pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.shutdown = Some(shutdown.clone());
+        self
+    }
+
+    /// How many SSE streams are open now under this layer and its clones.
+    pub fn open_streams(&self) -> usize {
+        self.streams.live()
+    }
 }
 
 impl<S> Layer<S> for SseLayer {

@@ -67,6 +67,7 @@ mod last_event_id;
 mod layer;
 mod scope;
 mod service;
+mod shutdown;
 
 #[cfg(feature = "warp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "warp")))]
@@ -80,6 +81,25 @@ pub use keep_alive::{ErrorPolicy, KeepAlive};
 pub use last_event_id::{LastEventId, LAST_EVENT_ID, MAX_LAST_EVENT_ID_LEN};
 pub use layer::SseLayer;
 pub use service::SseService;
+pub use shutdown::Shutdown;
+
+/// A `204 No Content` response: the documented way to make a browser's `EventSource` stop
+/// reconnecting.
+///
+/// An `EventSource` reconnects after every end of stream or network error, for ever. The spec's
+/// way out: a response that is not `200` with `text/event-stream` "fails the connection", and a
+/// `204` is the conventional one for "no more events for you" (a finished job, a revoked
+/// subscription). Return it from the handler instead of a stream when the client should stop.
+///
+/// ```
+/// let response: http::Response<()> = tower_sse::stop_reconnecting();
+/// assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
+/// ```
+pub fn stop_reconnecting<B: Default>() -> http::Response<B> {
+    let mut response = http::Response::new(B::default());
+    *response.status_mut() = http::StatusCode::NO_CONTENT;
+    response
+}
 
 /// A boxed error, as returned by [`SseBody`] when its stream fails under [`ErrorPolicy::Abort`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

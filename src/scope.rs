@@ -6,14 +6,40 @@
 //! responder (axum, warp, plain hyper) without the framework knowing about it. Nested layers
 //! nest: the innermost one wins.
 
-use crate::{disconnect::CloseGuard, keep_alive::Settings};
+use crate::{
+    disconnect::CloseGuard,
+    keep_alive::Settings,
+    layer::Streams,
+    shutdown::{Shutdown, ShutdownWatch},
+};
 use std::{cell::RefCell, sync::Arc};
+
+/// Why a request's SSE response is refused instead of streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The request's `Accept` header excludes `text/event-stream`.
+    NotAcceptable,
+    /// The layer's stream limit is reached.
+    OverLimit,
+}
 
 #[derive(Debug)]
 pub(crate) struct Scope {
     pub(crate) settings: Arc<Settings>,
     pub(crate) guard: Option<CloseGuard>,
+    pub(crate) streams: Arc<Streams>,
+    pub(crate) shutdown: Option<Shutdown>,
+    pub(crate) refusal: Option<Refusal>,
     pub(crate) built: bool,
+}
+
+/// What a body takes from the scope it is built in.
+pub(crate) struct BodyParts {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) guard: Option<CloseGuard>,
+    pub(crate) shutdown: Option<ShutdownWatch>,
+    /// The body must send nothing: the response will be a refusal.
+    pub(crate) refused: bool,
 }
 
 thread_local! {
@@ -38,16 +64,46 @@ pub(crate) fn enter<R>(slot: &mut Option<Scope>, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The settings and disconnect guard for a body being built now, and marks the scope as having
-/// built one. Outside any layer: the defaults and no guard.
-pub(crate) fn take_for_body() -> (Arc<Settings>, Option<CloseGuard>) {
+/// What a body being built now takes from the current scope, which it marks as having built
+/// one. Outside any layer: the defaults, no guard, no shutdown.
+pub(crate) fn take_for_body() -> BodyParts {
+    let outside = || BodyParts {
+        settings: Settings::shared_default(),
+        guard: None,
+        shutdown: None,
+        refused: false,
+    };
     CURRENT
         .try_with(|current| match current.borrow_mut().as_mut() {
-            Some(scope) => {
-                scope.built = true;
-                (scope.settings.clone(), scope.guard.take())
-            }
-            None => (Settings::shared_default(), None),
+            Some(scope) => scope.take_for_body(),
+            None => outside(),
         })
-        .unwrap_or_else(|_| (Settings::shared_default(), None))
+        .unwrap_or_else(|_| outside())
+}
+
+impl Scope {
+    fn take_for_body(&mut self) -> BodyParts {
+        self.built = true;
+        let mut parts = BodyParts {
+            settings: self.settings.clone(),
+            guard: None,
+            shutdown: self.shutdown.as_ref().map(Shutdown::watch),
+            refused: self.refusal.is_some(),
+        };
+        // The first body of the request is the response's stream: it is counted, and carries
+        // the disconnect guard. A later one (rare) is neither.
+        if !parts.refused {
+            if let Some(guard) = self.guard.take() {
+                match self.streams.acquire() {
+                    Some(()) => parts.guard = Some(guard.counting(self.streams.clone())),
+                    None => {
+                        self.guard = Some(guard);
+                        self.refusal = Some(Refusal::OverLimit);
+                        parts.refused = true;
+                    }
+                }
+            }
+        }
+        parts
+    }
 }
