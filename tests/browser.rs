@@ -11,7 +11,15 @@ mod chat;
 use axum::{response::Html, routing::get, Router};
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 use tower_sse::{hub::Hub, Event, KeepAlive, LastEventId, SseBody, SseLayer};
 
 fn missing_tools() -> Option<String> {
@@ -76,7 +84,23 @@ async fn start_test_server() -> SocketAddr {
             publisher.publish(Event::message(i.to_string())).unwrap();
         }
     });
+    let stop_hits = Arc::new(AtomicUsize::new(0));
+    let counted = stop_hits.clone();
     let app = Router::new()
+        .route(
+            "/stop",
+            get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { tower_sse::stop_reconnecting::<axum::body::Body>() }
+            }),
+        )
+        .route(
+            "/stop-hits",
+            get(move || {
+                let hits = stop_hits.load(Ordering::SeqCst);
+                async move { hits.to_string() }
+            }),
+        )
         .route(
             "/blank",
             get(|| async { Html("<!doctype html><title>t</title>") }),
@@ -170,6 +194,12 @@ async fn eventsource_in_chromium() {
     assert!(
         resume["opens"].as_u64().unwrap() >= 8,
         "reconnected each time: {resume}"
+    );
+
+    // 204 No Content: the EventSource closes (readyState 2) and never comes back.
+    assert_eq!(
+        results["stop"],
+        json!({ "readyState": 2, "errors": 1, "hits": 1, "probe": 204 })
     );
 
     // Chat: a message posted in one page appears in the other; closing a tab is announced.

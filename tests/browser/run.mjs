@@ -71,6 +71,23 @@ try {
     30,
   );
 
+  // A 204 answer makes EventSource give up: closed, and no reconnection afterwards.
+  results.stop = await page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const source = new EventSource("/stop");
+        let errors = 0;
+        source.onerror = () => {
+          errors += 1;
+        };
+        setTimeout(async () => {
+          const hits = Number(await (await fetch("/stop-hits")).text());
+          const probe = await fetch("/stop", { headers: { accept: "text/event-stream" } });
+          resolve({ readyState: source.readyState, errors, hits, probe: probe.status });
+        }, 1500);
+      }),
+  );
+
   // The chat example: a message posted from one page appears in another.
   const ann = await context.newPage();
   const ben = await context.newPage();

@@ -95,8 +95,13 @@ impl RawClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> RawClient {
-        let mut req =
-            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n");
+        let mut req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n");
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("accept"))
+        {
+            req.push_str("accept: text/event-stream\r\n");
+        }
         for (name, value) in headers {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -112,7 +117,10 @@ impl RawClient {
             ended: false,
         };
         while !client.buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            client.read_more().await;
+            assert!(
+                client.read_more().await > 0,
+                "connection closed before the response head"
+            );
         }
         let end = client
             .buf
