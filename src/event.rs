@@ -205,14 +205,43 @@ impl From<EventBuilder> for Result<Event, EventError> {
 /// Fields are written in the order they are set. `data` may be called more than once: each call
 /// adds lines, as if the texts were joined with a line break. `event`, `id` and `retry` may be set
 /// once each. Errors are kept until [`build`](EventBuilder::build), which reports the first one.
-#[derive(Debug, Default)]
 #[must_use = "an event builder does nothing until `build` is called"]
 pub struct EventBuilder {
+    /// Short fields (event, id, retry, comments) are staged here, on the stack, until the data
+    /// (or `build`) tells how large the event is: most events then cost one exact allocation.
+    head: [u8; HEAD],
+    head_len: usize,
+    /// The encoding once allocated; from then on, every field is written here.
     buf: BytesMut,
     id_start: usize,
     id_len: usize,
     set: u8,
     error: Option<EventError>,
+}
+
+const HEAD: usize = 96;
+
+impl Default for EventBuilder {
+    fn default() -> Self {
+        EventBuilder {
+            head: [0; HEAD],
+            head_len: 0,
+            buf: BytesMut::new(),
+            id_start: 0,
+            id_len: 0,
+            set: 0,
+            error: None,
+        }
+    }
+}
+
+impl fmt::Debug for EventBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBuilder")
+            .field("written", &self.len())
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 const SET_EVENT: u8 = 1;
@@ -224,7 +253,7 @@ impl EventBuilder {
     /// Adds data. Any text is allowed; LF, CRLF and lone CR each start a new `data:` line.
     pub fn data(mut self, data: impl AsRef<str>) -> Self {
         let data = data.as_ref();
-        self.buf.reserve(data_capacity(data) + 1);
+        self.spill(data_capacity(data));
         write_data(&mut self.buf, data);
         self.set |= HAS_FIELD;
         self
@@ -237,6 +266,7 @@ impl EventBuilder {
         if self.error.is_some() {
             return self;
         }
+        self.spill(128);
         let mark = self.buf.len();
         self.buf.put_slice(b"data: ");
         match serde_json::to_writer((&mut self.buf).writer(), value) {
@@ -273,7 +303,7 @@ impl EventBuilder {
             self.fail(err);
             return self;
         }
-        self.id_start = self.buf.len() + 4;
+        self.id_start = self.len() + 4;
         self.id_len = id.len();
         self.field(b"id: ", id);
         self
@@ -282,9 +312,9 @@ impl EventBuilder {
     /// Sets the client's reconnection time (the `retry` field), sent in whole milliseconds.
     pub fn retry(mut self, delay: Duration) -> Self {
         if self.once(SET_RETRY, Field::Retry) {
-            self.buf.put_slice(b"retry: ");
-            put_u64(&mut self.buf, millis(delay));
-            self.buf.put_u8(b'\n');
+            let mut digits = [0u8; 20];
+            let digits = u64_digits(millis(delay), &mut digits);
+            self.put_line(&[b"retry: ", digits]);
             self.set |= HAS_FIELD;
         }
         self
@@ -297,10 +327,7 @@ impl EventBuilder {
     pub fn comment(mut self, text: impl AsRef<str>) -> Self {
         let text = text.as_ref();
         if self.single_line(text, Field::Comment) {
-            self.buf.reserve(text.len() + 3);
-            self.buf.put_slice(b": ");
-            self.buf.put_slice(text.as_bytes());
-            self.buf.put_u8(b'\n');
+            self.put_line(&[b": ", text.as_bytes()]);
         }
         self
     }
@@ -310,7 +337,13 @@ impl EventBuilder {
         if let Some(err) = self.error {
             return Err(err);
         }
-        if self.set & HAS_FIELD != 0 {
+        let blank = usize::from(self.set & HAS_FIELD != 0);
+        if self.buf.capacity() == 0 {
+            let mut buf = BytesMut::with_capacity(self.head_len + blank);
+            buf.put_slice(&self.head[..self.head_len]);
+            self.buf = buf;
+        }
+        if blank == 1 {
             self.buf.put_u8(b'\n');
         }
         Ok(Event {
@@ -325,11 +358,45 @@ impl EventBuilder {
     }
 
     fn field(&mut self, prefix: &[u8], value: &str) {
-        self.buf.reserve(prefix.len() + value.len() + 1);
-        self.buf.put_slice(prefix);
-        self.buf.put_slice(value.as_bytes());
-        self.buf.put_u8(b'\n');
+        self.put_line(&[prefix, value.as_bytes()]);
         self.set |= HAS_FIELD;
+    }
+
+    /// Bytes written so far (staged or allocated; only one of them is ever non-empty).
+    fn len(&self) -> usize {
+        self.head_len + self.buf.len()
+    }
+
+    /// Writes `parts` and a line feed: staged while they fit, else into the allocation.
+    fn put_line(&mut self, parts: &[&[u8]]) {
+        let size = parts.iter().map(|p| p.len()).sum::<usize>() + 1;
+        if self.buf.capacity() == 0 && self.head_len + size <= HEAD {
+            for part in parts {
+                self.head[self.head_len..self.head_len + part.len()].copy_from_slice(part);
+                self.head_len += part.len();
+            }
+            self.head[self.head_len] = b'\n';
+            self.head_len += 1;
+            return;
+        }
+        self.spill(size);
+        for part in parts {
+            self.buf.put_slice(part);
+        }
+        self.buf.put_u8(b'\n');
+    }
+
+    /// Makes room for `extra` more bytes (and the final blank line) in the allocation, moving
+    /// the staged fields into it first if it does not exist yet.
+    fn spill(&mut self, extra: usize) {
+        if self.buf.capacity() == 0 {
+            let mut buf = BytesMut::with_capacity(self.head_len + extra + 1);
+            buf.put_slice(&self.head[..self.head_len]);
+            self.head_len = 0;
+            self.buf = buf;
+        } else {
+            self.buf.reserve(extra + 1);
+        }
     }
 
     fn once(&mut self, flag: u8, field: Field) -> bool {
@@ -435,15 +502,17 @@ fn offset(n: usize) -> Result<u32, EventError> {
     u32::try_from(n).map_err(|_| EventError::TooLarge)
 }
 
-/// Upper bound of the bytes `write_data` adds: each line costs `data: ` and `\n` beyond its text.
+/// Room for `write_data`: the text, plus `data: ` and a line feed for each line. Estimated from
+/// the length (one line per 8 bytes is generous) rather than counted, which would cost a pass;
+/// data with even more line breaks just grows the buffer once.
 fn data_capacity(data: &str) -> usize {
-    let breaks = memchr::memchr2_iter(b'\r', b'\n', data.as_bytes()).count();
-    data.len() + (breaks + 1) * 7
+    data.len() + data.len() / 8 + 7
 }
 
 /// Writes `data` as `data:` lines, treating LF, CRLF and lone CR each as one line break.
 fn write_data(buf: &mut BytesMut, data: &str) {
     let bytes = data.as_bytes();
+    buf.extend_from_slice(b"data: ");
     let mut start = 0;
     let mut skip_lf = false;
     for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
@@ -455,16 +524,13 @@ fn write_data(buf: &mut BytesMut, data: &str) {
                 continue;
             }
         }
-        put_data_line(buf, &bytes[start..at]);
+        // The line, then the next line's prefix, in two copies.
+        buf.extend_from_slice(&bytes[start..at]);
+        buf.extend_from_slice(b"\ndata: ");
         skip_lf = bytes[at] == b'\r';
         start = at + 1;
     }
-    put_data_line(buf, &bytes[start..]);
-}
-
-fn put_data_line(buf: &mut BytesMut, line: &[u8]) {
-    buf.put_slice(b"data: ");
-    buf.put_slice(line);
+    buf.extend_from_slice(&bytes[start..]);
     buf.put_u8(b'\n');
 }
 
@@ -473,19 +539,24 @@ pub(crate) fn millis(delay: Duration) -> u64 {
     u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Appends the decimal digits of `n`.
-pub(crate) fn put_u64(buf: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// The decimal digits of `n`, written at the end of `out`.
+fn u64_digits(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        out[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    buf.put_slice(&digits[i..]);
+    &out[i..]
+}
+
+/// Appends the decimal digits of `n`.
+pub(crate) fn put_u64(buf: &mut BytesMut, n: u64) {
+    let mut digits = [0u8; 20];
+    buf.put_slice(u64_digits(n, &mut digits));
 }
 
 /// Checks that `text` can be sent as one comment line.
@@ -716,6 +787,45 @@ mod tests {
         assert!(Event::message("x").with_id_if_missing("a\nb").is_err());
         let comment = Event::builder().comment("c").build().unwrap();
         assert_eq!(comment.clone().with_id_if_missing("1").unwrap(), comment);
+    }
+
+    #[test]
+    fn staged_fields_spill_in_order_whatever_their_size() {
+        let long = "n".repeat(200);
+        let event = Event::builder()
+            .comment("c")
+            .id("short")
+            .event(&long)
+            .data("d")
+            .retry(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let expected = format!(": c\nid: short\nevent: {long}\ndata: d\nretry: 1000\n\n");
+        assert_eq!(event.as_bytes(), expected.as_str());
+        assert_eq!(event.id(), Some("short"));
+
+        // An id written after the spill, and one staged then moved, both keep their place.
+        let late = Event::builder().data("x").id("late").build().unwrap();
+        assert_eq!(late.as_bytes(), "data: x\nid: late\n\n");
+        assert_eq!(late.id(), Some("late"));
+        let long_id = "i".repeat(150);
+        let event = Event::builder().event("e").id(&long_id).build().unwrap();
+        assert_eq!(event.id(), Some(long_id.as_str()));
+    }
+
+    #[test]
+    fn typical_events_take_one_exact_allocation() {
+        let event = Event::builder().event("price").id("1042").build().unwrap();
+        assert_eq!(event.as_bytes(), "event: price\nid: 1042\n\n");
+        let event = Event::builder()
+            .event("e")
+            .id("1")
+            .data("many\nlines\n\n\n\n\n\n\n\n")
+            .build();
+        assert_eq!(
+            event.unwrap().as_bytes(),
+            "event: e\nid: 1\ndata: many\ndata: lines\ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \n\n"
+        );
     }
 
     #[test]

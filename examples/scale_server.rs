@@ -1,0 +1,164 @@
+//! The server side of the connection-scale benchmark (see `loadgen.rs` and BENCHMARKS.md).
+//!
+//! ```text
+//! cargo run --release --example scale_server --features axum -- tower-sse
+//! ```
+//!
+//! One app, three ways to serve it, so they can be measured side by side:
+//!
+//! - `tower-sse`: axum routes, `SseBody` over a hub subscription, `SseLayer`, `axum::serve`;
+//! - `tower-sse-hyper`: the same service on hyper's HTTP/1.1 connection builder, without axum's
+//!   serve loop (what a hyper user runs);
+//! - `axum`: the baseline, the usual pattern with axum's own `Sse`: a `tokio::sync::broadcast`
+//!   channel, a `BroadcastStream` per client, an `Event` built per client, `axum::serve`.
+//!
+//! Routes: `GET /sse` (the stream, keep-alive on at 15 s), `POST /publish` (the body is sent to
+//! every client as one event's data), `GET /stats` (open streams). It prints `LISTENING <addr>`
+//! once ready. Set `PORT` to choose the port (default: a free one).
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    response::sse::{self as axum_sse, Sse},
+    routing::{get, post},
+    Router,
+};
+use futures_util::StreamExt;
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tower_sse::{hub::Hub, Event, LastEventId, SseBody, SseLayer};
+
+/// The ways the benchmark app can be served.
+pub const IMPLS: [&str; 3] = ["axum", "tower-sse", "tower-sse-hyper"];
+
+fn tower_sse_app() -> (Router, SseLayer) {
+    let hub = Hub::new();
+    let layer = SseLayer::new();
+    let stats_layer = layer.clone();
+    let app = Router::new()
+        .route(
+            "/sse",
+            get(
+                |State(hub): State<Hub>, last: Option<LastEventId>| async move {
+                    SseBody::new(hub.topic("all").subscribe(last.as_ref()))
+                },
+            ),
+        )
+        .route(
+            "/publish",
+            post(|State(hub): State<Hub>, body: String| async move {
+                let _ = hub.topic("all").publish(Event::message(body));
+                "ok"
+            }),
+        )
+        .route(
+            "/stats",
+            get(move || {
+                let open = stats_layer.open_streams();
+                async move { format!("{{\"streams\":{open}}}") }
+            }),
+        )
+        .with_state(hub)
+        .layer(layer.clone());
+    (app, layer)
+}
+
+/// Counts the baseline's open streams the way an application would: a guard in the stream.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn axum_app() -> Router {
+    let (tx, _) = broadcast::channel::<Bytes>(1024);
+    let open = Arc::new(AtomicUsize::new(0));
+    let (sse_tx, sse_open, stats_open) = (tx.clone(), open.clone(), open);
+    Router::new()
+        .route(
+            "/sse",
+            get(move || {
+                let rx = sse_tx.subscribe();
+                sse_open.fetch_add(1, Ordering::Relaxed);
+                let guard = Open(sse_open.clone());
+                async move {
+                    let stream = BroadcastStream::new(rx).filter_map(move |message| {
+                        let _alive = &guard;
+                        let event = message.ok().map(|data| {
+                            let text = String::from_utf8_lossy(&data).into_owned();
+                            Ok::<_, Infallible>(axum_sse::Event::default().data(text))
+                        });
+                        std::future::ready(event)
+                    });
+                    Sse::new(stream).keep_alive(axum_sse::KeepAlive::default())
+                }
+            }),
+        )
+        .route(
+            "/publish",
+            post(move |body: Bytes| {
+                let _ = tx.send(body);
+                async { "ok" }
+            }),
+        )
+        .route(
+            "/stats",
+            get(move || {
+                let open = stats_open.load(Ordering::Relaxed);
+                async move { format!("{{\"streams\":{open}}}") }
+            }),
+        )
+}
+
+/// Serves `which` on `listener` until the process is killed.
+pub async fn run(which: &str, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    println!("LISTENING {}", listener.local_addr()?);
+    match which {
+        "axum" => {
+            let listener = listener.tap_io(|tcp| drop(tcp.set_nodelay(true)));
+            axum::serve(listener, axum_app()).await
+        }
+        "tower-sse" => {
+            let listener = listener.tap_io(|tcp| drop(tcp.set_nodelay(true)));
+            axum::serve(listener, tower_sse_app().0).await
+        }
+        "tower-sse-hyper" => {
+            use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+            let app = tower_sse_app().0;
+            loop {
+                let (tcp, _) = listener.accept().await?;
+                tcp.set_nodelay(true)?;
+                let service = TowerToHyperService::new(app.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        }
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("unknown implementation {other:?}; pick one of {IMPLS:?}"),
+        )),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let which = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "tower-sse".into());
+    let port = std::env::var("PORT").unwrap_or_else(|_| "0".into());
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    run(&which, listener).await
+}
