@@ -8,8 +8,11 @@
 //! - `broadcast/*`: one 1 KiB event delivered to 10,000 subscribers: the hub, against the usual
 //!   axum pattern (`tokio::sync::broadcast`, then an `Event` built per subscriber).
 //!
-//! `cargo bench --bench sse` runs them all and ends with a table of ratios (axum's time divided
-//! by ours: above 1 means tower-sse is faster), read from criterion's estimates of this run.
+//! `cargo bench --bench sse` runs them all and ends with two tables of speed-ups (axum's time
+//! divided by ours: above 1 means tower-sse is faster): one from criterion's estimates of this
+//! run, and one measured interleaved — short timed batches of ours and axum's, alternating, the
+//! median of the per-round ratios — which a machine whose speed drifts during the run cannot
+//! skew. `cargo bench --bench sse -- --interleaved-only` prints the second table alone.
 #![allow(missing_docs)]
 
 use axum::response::{sse as axum_sse, IntoResponse};
@@ -209,7 +212,182 @@ fn mean_ns(group: &str, name: &str) -> Option<f64> {
     json["mean"]["point_estimate"].as_f64()
 }
 
+/// Times `rounds` alternating batches of `ours` and `theirs` (each run `iters` times, after
+/// `setup` outside the timing) and returns the median of the per-round time ratios.
+fn interleaved<T>(
+    rounds: usize,
+    iters: usize,
+    mut setup: impl FnMut() -> (T, T),
+    mut ours: impl FnMut(T),
+    mut theirs: impl FnMut(T),
+) -> f64 {
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        // Inputs are prepared before the clock starts; the batch is timed as a whole.
+        let mut time = |f: &mut dyn FnMut(T), pick: usize| {
+            let inputs: Vec<T> = (0..iters)
+                .map(|_| {
+                    let (a, b) = setup();
+                    if pick == 0 {
+                        a
+                    } else {
+                        b
+                    }
+                })
+                .collect();
+            let start = std::time::Instant::now();
+            for input in inputs {
+                f(input);
+            }
+            start.elapsed()
+        };
+        // Alternate which goes first, so neither always runs on a warmer cache.
+        let (mine, base) = if round % 2 == 0 {
+            let m = time(&mut ours, 0);
+            (m, time(&mut theirs, 1))
+        } else {
+            let b = time(&mut theirs, 1);
+            (time(&mut ours, 0), b)
+        };
+        ratios.push(base.as_secs_f64() / mine.as_secs_f64());
+    }
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    ratios[ratios.len() / 2]
+}
+
+fn interleaved_table() {
+    let json = json_payload();
+    let big = multiline_4k();
+    println!("\ninterleaved speed-ups (median of per-round ratios, axum / tower-sse)");
+    let row = |name: &str, ratio: f64| println!("{name:<40} {ratio:>8.2}x");
+
+    row(
+        "encode/small",
+        interleaved(
+            41,
+            20_000,
+            || ((), ()),
+            |()| drop(black_box(Event::message(black_box("hello world")))),
+            |()| {
+                drop(black_box(
+                    axum_sse::Event::default().data(black_box("hello world")),
+                ))
+            },
+        ),
+    );
+    row(
+        "encode/json",
+        interleaved(
+            41,
+            20_000,
+            || ((), ()),
+            |()| {
+                drop(black_box(
+                    Event::builder()
+                        .event("price")
+                        .id("1042")
+                        .data(black_box(&json))
+                        .build(),
+                ))
+            },
+            |()| {
+                drop(black_box(
+                    axum_sse::Event::default()
+                        .event("price")
+                        .id("1042")
+                        .data(black_box(&json)),
+                ))
+            },
+        ),
+    );
+    row(
+        "encode/multiline_4k",
+        interleaved(
+            41,
+            2_000,
+            || ((), ()),
+            |()| drop(black_box(Event::message(black_box(&big)))),
+            |()| drop(black_box(axum_sse::Event::default().data(black_box(&big)))),
+        ),
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let ours: Vec<Event> = (0..BODY_EVENTS)
+        .map(|i| {
+            Event::builder()
+                .event("price")
+                .id(i.to_string())
+                .data(&json)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let theirs: Vec<axum_sse::Event> = (0..BODY_EVENTS)
+        .map(|i| {
+            axum_sse::Event::default()
+                .event("price")
+                .id(i.to_string())
+                .data(&json)
+        })
+        .collect();
+    row(
+        "body/100k (both boxed)",
+        interleaved(
+            15,
+            1,
+            || (Ok(ours.clone()), Err(theirs.clone())),
+            |events: Result<Vec<Event>, Vec<axum_sse::Event>>| {
+                let body = SseBody::new(stream::iter(events.unwrap())).keep_alive(KeepAlive::new());
+                black_box(runtime.block_on(drain(axum::body::Body::new(body))));
+            },
+            |events| {
+                runtime.block_on(async {
+                    let events = events.unwrap_err();
+                    let sse = axum_sse::Sse::new(stream::iter(events).map(Ok::<_, Infallible>))
+                        .keep_alive(axum_sse::KeepAlive::default());
+                    black_box(drain(sse.into_response().into_body()).await)
+                });
+            },
+        ),
+    );
+
+    let payload = "x".repeat(1024);
+    let hub = Hub::new();
+    let topic = hub.topic("bench");
+    let mut subscriptions: Vec<_> = (0..SUBSCRIBERS).map(|_| topic.subscribe(None)).collect();
+    let (tx, _) = tokio::sync::broadcast::channel::<String>(16);
+    let mut receivers: Vec<_> = (0..SUBSCRIBERS).map(|_| tx.subscribe()).collect();
+    row(
+        "broadcast/1k_to_10k",
+        interleaved(
+            21,
+            20,
+            || ((), ()),
+            |()| {
+                topic.publish(Event::message(&payload)).unwrap();
+                for sub in &mut subscriptions {
+                    black_box(sub.next().now_or_never().unwrap().unwrap());
+                }
+            },
+            |()| {
+                tx.send(payload.clone()).unwrap();
+                for rx in &mut receivers {
+                    let message = rx.try_recv().unwrap();
+                    let _ = black_box(axum_sse::Event::default().data(message));
+                }
+            },
+        ),
+    );
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--interleaved-only") {
+        interleaved_table();
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 
@@ -238,4 +416,5 @@ fn main() {
             );
         }
     }
+    interleaved_table();
 }

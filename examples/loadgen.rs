@@ -19,7 +19,8 @@
 //! and wait is bounded, and the servers are killed at the end.
 //!
 //! Options: `--connections N` (default 10000), `--events M` (100), `--interval-ms T` (50, between
-//! events), `--payload BYTES` (256), `--runs R` (3), `--impls a,b,c` (all three).
+//! events), `--payload BYTES` (256), `--runs R` (3), `--idle-s S` (17: idle time before the
+//! memory reading, longer than the 15 s keep-alive), `--impls a,b,c` (all three).
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "scale_server.rs"]
@@ -47,6 +48,7 @@ struct Options {
     interval: Duration,
     payload: usize,
     runs: usize,
+    idle: Duration,
     impls: Vec<String>,
 }
 
@@ -58,6 +60,9 @@ impl Options {
             interval: Duration::from_millis(50),
             payload: 256,
             runs: 3,
+            // Longer than the 15 s keep-alive interval, so every server has written to every
+            // connection once: "idle with keep-alive on" in steady state.
+            idle: Duration::from_secs(17),
             impls: scale_server::IMPLS.iter().map(|s| s.to_string()).collect(),
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -72,6 +77,7 @@ impl Options {
                 }
                 "--payload" => o.payload = value.parse().expect("--payload BYTES"),
                 "--runs" => o.runs = value.parse().expect("--runs R"),
+                "--idle-s" => o.idle = Duration::from_secs(value.parse().expect("--idle-s S")),
                 "--impls" => o.impls = value.split(',').map(str::to_owned).collect(),
                 other => panic!("unknown option {other}"),
             }
@@ -270,7 +276,7 @@ async fn measure(which: &str, o: &Options) -> Figures {
     assert_eq!(n, o.connections, "{which}: only {n} connections came up");
 
     // Idle with keep-alive on, then memory.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(o.idle).await;
     let rss_idle = proc_rss_kib(pid);
 
     let cpu_before = proc_cpu_us(pid);
@@ -289,12 +295,14 @@ async fn measure(which: &str, o: &Options) -> Figures {
     let cpu_after = proc_cpu_us(pid);
     let delivered = received.load(Ordering::Relaxed);
 
-    stop.notify_waiters();
-    for c in clients {
-        c.abort();
-    }
+    // Stop the server first: every client then reads EOF, leaves its loop and hands in its
+    // latencies; then wait for them (bounded).
     let _ = child.start_kill();
     let _ = child.wait().await;
+    stop.notify_waiters();
+    for c in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(10), c).await;
+    }
 
     let mut lat = std::mem::take(&mut *latencies.lock().unwrap());
     lat.sort_unstable();
@@ -349,8 +357,9 @@ async fn main() {
     }
     let o = Options::parse();
     println!(
-        "{} connections, {} events of {} bytes every {:?}, {} run(s); machine: {} cores",
+        "{} connections, idle {:?}, then {} events of {} bytes every {:?}, {} run(s); machine: {} cores",
         o.connections,
+        o.idle,
         o.events,
         o.payload,
         o.interval,

@@ -502,11 +502,26 @@ fn offset(n: usize) -> Result<u32, EventError> {
     u32::try_from(n).map_err(|_| EventError::TooLarge)
 }
 
-/// Room for `write_data`: the text, plus `data: ` and a line feed for each line. Estimated from
-/// the length (one line per 8 bytes is generous) rather than counted, which would cost a pass;
-/// data with even more line breaks just grows the buffer once.
+/// Room for `write_data`: the text, plus `data: ` and a line feed for each line.
+///
+/// Exact for data up to 1 KiB, because a buffer that ends up exactly full becomes `Bytes` without
+/// the extra allocation a partly filled one needs; larger data gets an estimate (one line per 8
+/// bytes is generous) instead of a counting pass, and data with even more line breaks just grows
+/// the buffer once.
 fn data_capacity(data: &str) -> usize {
-    data.len() + data.len() / 8 + 7
+    let bytes = data.as_bytes();
+    if bytes.len() > 1024 {
+        return bytes.len() + bytes.len() / 8 + 7;
+    }
+    let (mut lines, mut breaks) = (1, 0);
+    for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        breaks += 1;
+        // The LF of a CRLF ends no extra line.
+        if !(bytes[at] == b'\n' && at > 0 && bytes[at - 1] == b'\r') {
+            lines += 1;
+        }
+    }
+    bytes.len() - breaks + lines * 7
 }
 
 /// Writes `data` as `data:` lines, treating LF, CRLF and lone CR each as one line break.
@@ -826,6 +841,24 @@ mod tests {
             event.unwrap().as_bytes(),
             "event: e\nid: 1\ndata: many\ndata: lines\ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \ndata: \n\n"
         );
+    }
+
+    #[test]
+    fn small_data_capacity_is_exact() {
+        for data in [
+            "",
+            "x",
+            "a\nb",
+            "a\r\nb",
+            "a\rb",
+            "\r\n\r\n",
+            "\n\r",
+            "a\r\r\nb\n",
+        ] {
+            let mut buf = BytesMut::new();
+            write_data(&mut buf, data);
+            assert_eq!(buf.len(), data_capacity(data), "{data:?}");
+        }
     }
 
     #[test]
