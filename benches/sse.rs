@@ -99,30 +99,36 @@ where
     frames.iter().map(|f| f.len()).sum()
 }
 
+/// The same 100,000 events for both bodies: a ~100-byte JSON price with a name and an id.
+fn body_events(json: &str) -> (Vec<Event>, Vec<axum_sse::Event>) {
+    let ours = (0..BODY_EVENTS)
+        .map(|i| {
+            Event::builder()
+                .event("price")
+                .id(i.to_string())
+                .data(json)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let theirs = (0..BODY_EVENTS)
+        .map(|i| {
+            axum_sse::Event::default()
+                .event("price")
+                .id(i.to_string())
+                .data(json)
+        })
+        .collect();
+    (ours, theirs)
+}
+
 fn body(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     let json = json_payload();
-    let ours: Vec<Event> = (0..BODY_EVENTS)
-        .map(|i| {
-            Event::builder()
-                .event("price")
-                .id(i.to_string())
-                .data(&json)
-                .build()
-                .unwrap()
-        })
-        .collect();
-    let theirs: Vec<axum_sse::Event> = (0..BODY_EVENTS)
-        .map(|i| {
-            axum_sse::Event::default()
-                .event("price")
-                .id(i.to_string())
-                .data(&json)
-        })
-        .collect();
+    let (ours, theirs) = body_events(&json);
 
     let mut group = c.benchmark_group("body");
     group.throughput(Throughput::Elements(BODY_EVENTS as u64));
@@ -315,24 +321,7 @@ fn interleaved_table() {
         .enable_time()
         .build()
         .unwrap();
-    let ours: Vec<Event> = (0..BODY_EVENTS)
-        .map(|i| {
-            Event::builder()
-                .event("price")
-                .id(i.to_string())
-                .data(&json)
-                .build()
-                .unwrap()
-        })
-        .collect();
-    let theirs: Vec<axum_sse::Event> = (0..BODY_EVENTS)
-        .map(|i| {
-            axum_sse::Event::default()
-                .event("price")
-                .id(i.to_string())
-                .data(&json)
-        })
-        .collect();
+    let (ours, theirs) = body_events(&json);
     row(
         "body/100k (both boxed)",
         interleaved(
