@@ -120,7 +120,9 @@ impl<St: Send + Sync> FromRequestParts<St> for Disconnect {
 }
 
 /// A listener for `axum::serve` whose connections close when the peer accepts no bytes for a
-/// set time; see [`SendTimeout`]. Also sets `TCP_NODELAY`, since events are small writes.
+/// set time; see [`SendTimeout`]. It also sets `TCP_USER_TIMEOUT` to the same time (on Linux), so
+/// a peer that vanished while its stream was idle is closed too, and `TCP_NODELAY`, since events
+/// are small writes. Keep the timeout above the keep-alive interval.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
@@ -154,6 +156,8 @@ impl axum::serve::Listener for SendTimeoutListener {
             match self.inner.accept().await {
                 Ok((tcp, addr)) => {
                     let _ = tcp.set_nodelay(true);
+                    #[cfg(any(target_os = "linux", target_os = "android"))]
+                    let _ = crate::io::tcp_user_timeout(&tcp, self.timeout);
                     return (SendTimeout::new(tcp, self.timeout), addr);
                 }
                 // Out of descriptors and the like: back off briefly instead of spinning.

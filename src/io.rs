@@ -7,6 +7,12 @@
 //! has made no progress for the given time; the server then closes the connection and drops the
 //! body (and with it the subscription).
 //!
+//! A peer that vanished without closing while the stream is idle is a different case: the
+//! keep-alive writes are accepted by the kernel and never block, so no write ever stalls. The
+//! kernel's `TCP_USER_TIMEOUT` closes such a connection once sent data stays unacknowledged for
+//! the given time; set it with [`tcp_user_timeout`] (feature `tcp`, Linux), or use
+//! [`SendTimeoutListener`](crate::axum::SendTimeoutListener) with axum, which sets both.
+//!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
 //! use std::time::Duration;
@@ -151,10 +157,32 @@ impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
     }
 }
 
+/// Sets `TCP_USER_TIMEOUT` on a TCP connection (feature `tcp`; Linux and Android): the kernel
+/// closes the connection when data it sent stays unacknowledged for `timeout`, which is how a
+/// peer that vanished without closing (power loss, a dropped NAT entry) is noticed on an idle SSE
+/// stream whose keep-alive writes never block. Keep `timeout` above the keep-alive interval.
+#[cfg(all(feature = "tcp", any(target_os = "linux", target_os = "android")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+pub fn tcp_user_timeout(stream: &tokio::net::TcpStream, timeout: Duration) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    #[cfg(all(feature = "tcp", any(target_os = "linux", target_os = "android")))]
+    #[tokio::test]
+    async fn tcp_user_timeout_is_set_on_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        tcp_user_timeout(&client, Duration::from_millis(45_500)).unwrap();
+        let set = socket2::SockRef::from(&client).tcp_user_timeout().unwrap();
+        assert_eq!(set, Some(Duration::from_millis(45_500)));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_write_stuck_for_the_timeout_fails() {

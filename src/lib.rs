@@ -49,6 +49,7 @@
 //! - `axum`: `SseBody` as an axum response, `LastEventId` and `Disconnect` extractors, and a
 //!   send-timeout listener for `axum::serve` (module `axum`).
 //! - `warp`: `SseBody` as a warp reply (module `warp`).
+//! - `tcp`: [`io::tcp_user_timeout`], for peers that vanish without closing (Linux).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 

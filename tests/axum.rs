@@ -174,3 +174,17 @@ async fn compression_layer_does_not_buffer_or_compress_sse() {
         assert_eq!(got[0].data, format!("e{i}"));
     }
 }
+
+#[tokio::test]
+async fn send_timeout_listener_sets_socket_options_on_accepted_connections() {
+    use axum::serve::Listener;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut listener = tower_sse::axum::SendTimeoutListener::new(listener, Duration::from_secs(40));
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (io, _) = listener.accept().await;
+    let tcp = io.get_ref();
+    assert!(tcp.nodelay().unwrap());
+    let user_timeout = socket2::SockRef::from(tcp).tcp_user_timeout().unwrap();
+    assert_eq!(user_timeout, Some(Duration::from_secs(40)));
+}
