@@ -90,9 +90,8 @@ async fn events(
     let topic = hub.topic(&room);
     // A reconnecting client resumes after its last event; a newcomer sees recent messages.
     let subscription = topic.subscribe_with_recent(last.as_ref(), RECENT);
-    if last.is_none() {
-        presence(&topic, "join", &user);
-    }
+    // Every connection is announced, reconnections too: their leave was announced as well.
+    presence(&topic, "join", &user);
     // Announce the leave when the client goes away for real, however it goes.
     tokio::spawn(async move {
         disconnect.closed().await;
@@ -167,7 +166,7 @@ const PAGE: &str = r#"<!doctype html>
 <style>
   body { font: 15px system-ui, sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; }
   #log { list-style: none; padding: 0; border: 1px solid #ccc; height: 24rem; overflow-y: auto; }
-  #log li { padding: .25rem .5rem; border-bottom: 1px solid #eee; }
+  #log li { padding: .25rem .5rem; border-bottom: 1px solid #eee; white-space: pre-wrap; }
   #log li.notice { color: #777; font-style: italic; }
   form { display: flex; gap: .5rem; margin-top: .5rem; }
   #text { flex: 1; }
