@@ -79,8 +79,9 @@ impl Event {
     /// ```
     pub fn message(data: impl AsRef<str>) -> Event {
         let data = data.as_ref();
-        let mut buf = BytesMut::with_capacity(data_capacity(data) + 1);
-        write_data(&mut buf, data);
+        let size = DataSize::of(data);
+        let mut buf = BytesMut::with_capacity(size.capacity + 1);
+        write_data(&mut buf, data, size);
         buf.put_u8(b'\n');
         Event {
             bytes: buf.freeze(),
@@ -219,7 +220,7 @@ pub struct EventBuilder {
     error: Option<EventError>,
 }
 
-const HEAD: usize = 96;
+const HEAD: usize = 64;
 
 impl Default for EventBuilder {
     fn default() -> Self {
@@ -253,8 +254,9 @@ impl EventBuilder {
     /// Adds data. Any text is allowed; LF, CRLF and lone CR each start a new `data:` line.
     pub fn data(mut self, data: impl AsRef<str>) -> Self {
         let data = data.as_ref();
-        self.spill(data_capacity(data));
-        write_data(&mut self.buf, data);
+        let size = DataSize::of(data);
+        self.spill(size.capacity);
+        write_data(&mut self.buf, data, size);
         self.set |= HAS_FIELD;
         self
     }
@@ -503,31 +505,51 @@ fn offset(n: usize) -> Result<u32, EventError> {
 }
 
 /// Room for `write_data`: the text, plus `data: ` and a line feed for each line.
-///
-/// Exact for data up to 1 KiB, because a buffer that ends up exactly full becomes `Bytes` without
-/// the extra allocation a partly filled one needs; larger data gets an estimate (one line per 8
-/// bytes is generous) instead of a counting pass, and data with even more line breaks just grows
-/// the buffer once.
-fn data_capacity(data: &str) -> usize {
-    let bytes = data.as_bytes();
-    if bytes.len() > 1024 {
-        return bytes.len() + bytes.len() / 8 + 7;
-    }
-    let (mut lines, mut breaks) = (1, 0);
-    for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
-        breaks += 1;
-        // The LF of a CRLF ends no extra line.
-        if !(bytes[at] == b'\n' && at > 0 && bytes[at - 1] == b'\r') {
-            lines += 1;
+#[derive(Debug, Clone, Copy)]
+struct DataSize {
+    capacity: usize,
+    /// Whether the data may contain a line break; `false` only when known to have none.
+    breaks: bool,
+}
+
+impl DataSize {
+    /// Exact for data up to 1 KiB, because a buffer that ends up exactly full becomes `Bytes`
+    /// without the extra allocation a partly filled one needs; larger data gets an estimate (one
+    /// line per 8 bytes is generous) instead of a counting pass, and data with even more line
+    /// breaks just grows the buffer once.
+    fn of(data: &str) -> DataSize {
+        let bytes = data.as_bytes();
+        if bytes.len() > 1024 {
+            return DataSize {
+                capacity: bytes.len() + bytes.len() / 8 + 7,
+                breaks: true,
+            };
+        }
+        let (mut lines, mut breaks) = (1, 0);
+        for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+            breaks += 1;
+            // The LF of a CRLF ends no extra line.
+            if !(bytes[at] == b'\n' && at > 0 && bytes[at - 1] == b'\r') {
+                lines += 1;
+            }
+        }
+        DataSize {
+            capacity: bytes.len() - breaks + lines * 7,
+            breaks: breaks > 0,
         }
     }
-    bytes.len() - breaks + lines * 7
 }
 
 /// Writes `data` as `data:` lines, treating LF, CRLF and lone CR each as one line break.
-fn write_data(buf: &mut BytesMut, data: &str) {
+fn write_data(buf: &mut BytesMut, data: &str, size: DataSize) {
     let bytes = data.as_bytes();
     buf.extend_from_slice(b"data: ");
+    if !size.breaks {
+        // One line, already scanned: no second search.
+        buf.extend_from_slice(bytes);
+        buf.put_u8(b'\n');
+        return;
+    }
     let mut start = 0;
     let mut skip_lf = false;
     for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
@@ -856,8 +878,9 @@ mod tests {
             "a\r\r\nb\n",
         ] {
             let mut buf = BytesMut::new();
-            write_data(&mut buf, data);
-            assert_eq!(buf.len(), data_capacity(data), "{data:?}");
+            let size = DataSize::of(data);
+            write_data(&mut buf, data, size);
+            assert_eq!(buf.len(), size.capacity, "{data:?}");
         }
     }
 
