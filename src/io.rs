@@ -10,8 +10,8 @@
 //! A peer that vanished without closing while the stream is idle is a different case: the
 //! keep-alive writes are accepted by the kernel and never block, so no write ever stalls. The
 //! kernel's `TCP_USER_TIMEOUT` closes such a connection once sent data stays unacknowledged for
-//! the given time; set it with [`tcp_user_timeout`] (feature `tcp`, Linux), or use
-//! [`SendTimeoutListener`](crate::axum::SendTimeoutListener) with axum, which sets both.
+//! the given time; set it with `tcp_user_timeout` (feature `tcp`, Linux), or use
+//! `axum::SendTimeoutListener` (feature `axum`), which sets both.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {

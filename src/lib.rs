@@ -36,8 +36,12 @@
 //!   are typed errors ([`EventError`]), never a malformed stream.
 //! - [`SseBody`]: the `http_body::Body` that writes a stream of events, with keep-alive,
 //!   coalescing, an open frame, an error policy and a [`Disconnect`] handle.
-//! - [`SseLayer`]: the tower layer that sets the headers, parses [`LastEventId`], and configures
-//!   every body under it.
+//! - [`SseLayer`]: the tower layer that sets the headers, parses [`LastEventId`], configures
+//!   every body under it, and can cap the number of open streams (`503` beyond it) and refuse
+//!   requests whose `Accept` excludes `text/event-stream` (`406`).
+//! - [`Shutdown`]: ends every stream under a layer for a graceful shutdown, after the events it
+//!   has ready and an optional final event; [`stop_reconnecting`] is the `204` that tells an
+//!   `EventSource` to stop for good.
 //! - [`hub`]: fan-out to many subscribers, with replay on `Last-Event-ID` and a slow-client
 //!   policy.
 //! - [`io::SendTimeout`]: closes connections whose peer accepts no bytes for too long.
@@ -45,11 +49,11 @@
 //!
 //! # Features
 //!
-//! - `json`: [`Event::json`] and [`EventBuilder::json_data`], with serde.
+//! - `json`: `Event::json` and `EventBuilder::json_data`, with serde.
 //! - `axum`: `SseBody` as an axum response, `LastEventId` and `Disconnect` extractors, and a
 //!   send-timeout listener for `axum::serve` (module `axum`).
 //! - `warp`: `SseBody` as a warp reply (module `warp`).
-//! - `tcp`: [`io::tcp_user_timeout`], for peers that vanish without closing (Linux).
+//! - `tcp`: `io::tcp_user_timeout`, for peers that vanish without closing (Linux).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
