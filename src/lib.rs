@@ -109,6 +109,7 @@ pub fn stop_reconnecting<B: Default>() -> http::Response<B> {
 /// A boxed error, as returned by [`SseBody`] when its stream fails under [`ErrorPolicy::Abort`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[cfg(doctest)]
+// The README's examples use every integration, so they are checked with all of them enabled.
+#[cfg(all(doctest, feature = "axum", feature = "warp"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
