@@ -26,9 +26,10 @@ use tokio::time::{Instant, Sleep};
 
 /// An item of an event stream: an [`Event`], or a `Result` of anything that converts into one.
 ///
-/// Implemented for `Event` (an infallible stream) and for `Result<T, E>` where `T: Into<Event>`
-/// (so `Result<Event, E>`, `Result<String, E>` and the `Result<Event, EventError>` returned by
-/// [`EventBuilder::build`](crate::EventBuilder::build) all work).
+/// Implemented for `Event`, `String` and `&str` (infallible streams; text becomes an event's data)
+/// and for `Result<T, E>` where `T: Into<Event>` (so `Result<Event, E>`, `Result<String, E>` and
+/// the `Result<Event, EventError>` returned by [`EventBuilder::build`](crate::EventBuilder::build)
+/// all work).
 pub trait SseItem {
     /// The stream's error type.
     type Error;
@@ -42,6 +43,22 @@ impl SseItem for Event {
 
     fn into_event(self) -> Result<Event, Infallible> {
         Ok(self)
+    }
+}
+
+impl SseItem for String {
+    type Error = Infallible;
+
+    fn into_event(self) -> Result<Event, Infallible> {
+        Ok(Event::message(self))
+    }
+}
+
+impl SseItem for &str {
+    type Error = Infallible;
+
+    fn into_event(self) -> Result<Event, Infallible> {
+        Ok(Event::message(self))
     }
 }
 
@@ -465,6 +482,17 @@ mod tests {
         let mut body = std::pin::pin!(body);
         let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(frame.as_ptr(), ptr);
+    }
+
+    #[tokio::test]
+    async fn streams_of_text_are_data_events() {
+        let body = SseBody::new(stream::iter(["a", "b\nc"])).open_frame(false);
+        assert_eq!(
+            body.collect().await.unwrap().to_bytes(),
+            "data: a\n\ndata: b\ndata: c\n\n"
+        );
+        let body = SseBody::new(stream::iter(vec![String::from("s")])).open_frame(false);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "data: s\n\n");
     }
 
     #[tokio::test]
