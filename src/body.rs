@@ -126,6 +126,11 @@ enum State {
 impl<S> SseBody<S> {
     /// Wraps a stream of events, with the settings of the enclosing
     /// [`SseLayer`](crate::SseLayer) (or the defaults).
+    ///
+    /// The layer's settings and disconnect handle are picked up while the layer runs the request,
+    /// so build the body in the handler itself (or in the service's `call`), not in a task the
+    /// handler spawns: a body built elsewhere gets the defaults and its own
+    /// [`disconnect_handle`](SseBody::disconnect_handle).
     pub fn new(stream: S) -> Self {
         let parts = scope::take_for_body();
         SseBody {
