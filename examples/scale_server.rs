@@ -7,6 +7,8 @@
 //! One app, three ways to serve it, so they can be measured side by side:
 //!
 //! - `tower-sse`: axum routes, `SseBody` over a hub subscription, `SseLayer`, `axum::serve`;
+//! - `tower-sse-wrapped`: the same, with the layer around the router
+//!   (`SseLayer::new().layer(router)`) instead of `Router::layer`;
 //! - `tower-sse-hyper`: the same service on hyper's HTTP/1.1 connection builder, without axum's
 //!   serve loop (what a hyper user runs);
 //! - `axum`: the baseline, the usual pattern with axum's own `Sse`: a `tokio::sync::broadcast`
@@ -36,13 +38,13 @@ use tokio_stream::wrappers::BroadcastStream;
 use tower_sse::{hub::Hub, Event, LastEventId, SseBody, SseLayer};
 
 /// The ways the benchmark app can be served.
-pub const IMPLS: [&str; 3] = ["axum", "tower-sse", "tower-sse-hyper"];
+pub const IMPLS: [&str; 4] = ["axum", "tower-sse", "tower-sse-wrapped", "tower-sse-hyper"];
 
-fn tower_sse_app() -> (Router, SseLayer) {
+/// The tower-sse routes, without the layer.
+fn tower_sse_routes(layer: &SseLayer) -> Router {
     let hub = Hub::new();
-    let layer = SseLayer::new();
     let stats_layer = layer.clone();
-    let app = Router::new()
+    Router::new()
         .route(
             "/sse",
             get(
@@ -66,8 +68,11 @@ fn tower_sse_app() -> (Router, SseLayer) {
             }),
         )
         .with_state(hub)
-        .layer(layer.clone());
-    (app, layer)
+}
+
+fn tower_sse_app() -> (Router, SseLayer) {
+    let layer = SseLayer::new();
+    (tower_sse_routes(&layer).layer(layer.clone()), layer)
 }
 
 /// Counts the baseline's open streams the way an application would: a guard in the stream.
@@ -131,6 +136,15 @@ pub async fn run(which: &str, listener: tokio::net::TcpListener) -> std::io::Res
         "tower-sse" => {
             let listener = listener.tap_io(|tcp| drop(tcp.set_nodelay(true)));
             axum::serve(listener, tower_sse_app().0).await
+        }
+        "tower-sse-wrapped" => {
+            use axum::ServiceExt;
+            use tower_layer::Layer;
+            let listener = listener.tap_io(|tcp| drop(tcp.set_nodelay(true)));
+            let layer = SseLayer::new();
+            let app = layer.layer(tower_sse_routes(&layer));
+            let app = ServiceExt::<axum::extract::Request>::into_make_service(app);
+            axum::serve(listener, app).await
         }
         "tower-sse-hyper" => {
             use hyper_util::{rt::TokioIo, service::TowerToHyperService};
