@@ -73,6 +73,7 @@ mod layer;
 mod scope;
 mod service;
 mod shutdown;
+mod sync;
 
 #[cfg(feature = "warp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "warp")))]

@@ -1,6 +1,9 @@
 //! [`Shutdown`]: end every SSE stream under a layer, for a graceful server shutdown.
 
-use crate::Event;
+use crate::{
+    sync::{lock, take_wakers},
+    Event,
+};
 use slab::Slab;
 use std::{
     fmt,
@@ -73,11 +76,7 @@ impl Shutdown {
             return;
         }
         state.final_event = final_event;
-        let wakers: Vec<Waker> = state
-            .waiters
-            .iter_mut()
-            .filter_map(|(_, waker)| waker.take())
-            .collect();
+        let wakers = take_wakers(&mut state.waiters);
         drop(state);
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -102,10 +101,7 @@ impl Shutdown {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.state)
     }
 }
 

@@ -70,6 +70,8 @@
 mod subscription;
 mod topic;
 
+use crate::sync::lock;
+
 pub use subscription::Subscription;
 pub use topic::Topic;
 
@@ -390,14 +392,6 @@ fn run_id() -> Box<str> {
         hasher.write_u128(now.as_nanos());
     }
     format!("{:08x}", hasher.finish() as u32).into()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding a hub lock leaves consistent data (no multi-step invariant spans
-    // user code), so poisoning is ignored rather than spread to every connection.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Builds one of the hub's own control events. Their fields are fixed and valid.

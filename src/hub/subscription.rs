@@ -1,6 +1,7 @@
 //! A subscriber's stream: a cursor into its topic's ring.
 
-use super::{control_event, lock, topic::Topic, Core, LagPolicy, EVICTED, MISSED};
+use super::{control_event, topic::Topic, Core, LagPolicy, EVICTED, MISSED};
+use crate::sync::lock;
 use crate::Event;
 use futures_core::Stream;
 use std::{

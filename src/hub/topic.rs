@@ -1,6 +1,7 @@
 //! One topic: its ring of events, its subscribers' wakers, publishing and subscribing.
 
-use super::{control_event, lock, subscription::Subscription, Core, Hub, HISTORY_LOST};
+use super::{control_event, subscription::Subscription, Core, Hub, HISTORY_LOST};
+use crate::sync::{lock, take_wakers};
 use crate::{Event, EventError, LastEventId};
 use slab::Slab;
 use std::{
@@ -39,14 +40,6 @@ impl State {
         }
         let start = self.ring[(from - self.first_seq) as usize].cum_start;
         self.cum_bytes - start
-    }
-
-    /// The wakers of the subscribers waiting for an event, to wake once the lock is released.
-    fn take_wakers(&mut self) -> Vec<Waker> {
-        self.waiters
-            .iter_mut()
-            .filter_map(|(_, waker)| waker.take())
-            .collect()
     }
 
     fn pop_front(&mut self) {
@@ -129,7 +122,7 @@ impl Shared {
     pub(super) fn close(&self, final_event: Option<Event>) {
         let mut state = lock(&self.state);
         state.closed = Some(final_event);
-        let wakers = state.take_wakers();
+        let wakers = take_wakers(&mut state.waiters);
         drop(state);
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -212,7 +205,7 @@ impl Topic {
         state.cum_bytes += len as u64;
         state.ring_bytes += len;
         state.trim(core, now);
-        let wakers = state.take_wakers();
+        let wakers = take_wakers(&mut state.waiters);
         drop(state);
         core.counters.published.fetch_add(1, Ordering::Relaxed);
         for waker in wakers {
