@@ -411,8 +411,8 @@ impl EventBuilder {
     }
 
     fn single_line(&mut self, value: &str, field: Field) -> bool {
-        if memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_some() {
-            self.fail(EventError::LineBreak(field));
+        if let Err(err) = check_single_line(value, field) {
+            self.fail(err);
             return false;
         }
         self.error.is_none()
@@ -489,12 +489,17 @@ impl StdError for EventError {
     }
 }
 
-fn check_id(id: &str) -> Result<(), EventError> {
-    let bytes = id.as_bytes();
-    if memchr::memchr2(b'\r', b'\n', bytes).is_some() {
-        return Err(EventError::LineBreak(Field::Id));
+/// Refuses a CR or LF in a field that must stay on one line.
+fn check_single_line(value: &str, field: Field) -> Result<(), EventError> {
+    match memchr::memchr2(b'\r', b'\n', value.as_bytes()) {
+        Some(_) => Err(EventError::LineBreak(field)),
+        None => Ok(()),
     }
-    if memchr::memchr(0, bytes).is_some() {
+}
+
+fn check_id(id: &str) -> Result<(), EventError> {
+    check_single_line(id, Field::Id)?;
+    if memchr::memchr(0, id.as_bytes()).is_some() {
         return Err(EventError::NulInId);
     }
     Ok(())
@@ -598,11 +603,7 @@ pub(crate) fn put_u64(buf: &mut BytesMut, n: u64) {
 
 /// Checks that `text` can be sent as one comment line.
 pub(crate) fn check_comment(text: &str) -> Result<(), EventError> {
-    if memchr::memchr2(b'\r', b'\n', text.as_bytes()).is_some() {
-        Err(EventError::LineBreak(Field::Comment))
-    } else {
-        Ok(())
-    }
+    check_single_line(text, Field::Comment)
 }
 
 #[cfg(test)]
