@@ -26,14 +26,13 @@ impl Streams {
         }
     }
 
-    /// Takes a slot, or `None` when the limit is reached.
-    pub(crate) fn acquire(&self) -> Option<()> {
+    /// Takes a slot; `false` when the limit is reached.
+    pub(crate) fn acquire(&self) -> bool {
         self.live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
                 (live < self.max).then_some(live + 1)
             })
-            .ok()
-            .map(drop)
+            .is_ok()
     }
 
     pub(crate) fn release(&self) {

@@ -94,13 +94,12 @@ impl Scope {
         // the disconnect guard. A later one (rare) is neither.
         if !parts.refused {
             if let Some(guard) = self.guard.take() {
-                match self.streams.acquire() {
-                    Some(()) => parts.guard = Some(guard.counting(self.streams.clone())),
-                    None => {
-                        self.guard = Some(guard);
-                        self.refusal = Some(Refusal::OverLimit);
-                        parts.refused = true;
-                    }
+                if self.streams.acquire() {
+                    parts.guard = Some(guard.counting(self.streams.clone()));
+                } else {
+                    self.guard = Some(guard);
+                    self.refusal = Some(Refusal::OverLimit);
+                    parts.refused = true;
                 }
             }
         }
