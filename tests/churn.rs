@@ -4,19 +4,13 @@
 
 mod common;
 
-use common::{eventually, serve, RawClient};
+use common::{eventually, serve, vm_rss_kib, RawClient};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::{convert::Infallible, sync::Arc, time::Duration};
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_sse::{hub::Hub, Event, LastEventId, SseBody, SseLayer};
-
-fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 async fn cycles(addr: std::net::SocketAddr, count: usize) {
     let limit = Arc::new(Semaphore::new(32));

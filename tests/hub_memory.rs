@@ -1,13 +1,10 @@
 //! Memory bound of a subscriber that never reads. Alone in its own test binary, because it
 //! measures the whole process's resident memory.
 
-use tower_sse::{hub::Hub, Event};
+mod common;
 
-fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+use common::vm_rss_kib;
+use tower_sse::{hub::Hub, Event};
 
 #[tokio::test]
 async fn a_subscriber_that_never_reads_costs_bounded_memory() {

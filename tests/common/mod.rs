@@ -289,3 +289,10 @@ pub async fn post_json(addr: SocketAddr, path: &str, json: &str) -> (u16, String
         .unwrap_or_default();
     (status, body)
 }
+
+/// This process's resident memory, from /proc, in KiB.
+pub fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
