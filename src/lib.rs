@@ -54,6 +54,7 @@
 //!   send-timeout listener for `axum::serve` (module `axum`).
 //! - `warp`: `SseBody` as a warp reply (module `warp`).
 //! - `tcp`: `io::tcp_user_timeout`, for peers that vanish without closing (Linux).
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 

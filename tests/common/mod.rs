@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: a hyper server on loopback and minimal clients.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod alloc;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body_util::Empty;
@@ -10,7 +12,14 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -41,8 +50,34 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    serve_counted(svc, wrap).await.0
+}
+
+/// Like [`serve_wrapped`], also returning how many connections the server holds now (a
+/// connection counts until its task has finished and dropped everything it owned).
+pub async fn serve_counted<S, B, IO>(
+    svc: S,
+    wrap: fn(TcpStream) -> IO,
+) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let counter = live.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -50,14 +85,17 @@ where
             };
             tcp.set_nodelay(true).unwrap();
             let svc = TowerToHyperService::new(svc.clone());
+            counter.fetch_add(1, Ordering::SeqCst);
+            let counted = Counted(counter.clone());
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(wrap(tcp)), svc)
                     .await;
+                drop(counted);
             });
         }
     });
-    addr
+    (addr, live)
 }
 
 /// Polls `check` every few milliseconds until it holds, for at most `limit`.
@@ -288,11 +326,4 @@ pub async fn post_json(addr: SocketAddr, path: &str, json: &str) -> (u16, String
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
-}
-
-/// This process's resident memory, from /proc, in KiB.
-pub fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
