@@ -543,6 +543,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_longest_keep_alive_interval_never_overflows_the_clock() {
+        let (_tx, body) = channel_body();
+        let body = body
+            .open_frame(false)
+            .keep_alive(KeepAlive::new().interval(Duration::MAX));
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        // The first poll arms the timer: it must not panic adding the interval to the clock.
+        let idle = tokio::time::timeout(Duration::from_secs(3600), next(&mut body)).await;
+        assert!(idle.is_err());
+        assert_eq!(next(&mut body).await.unwrap(), ": keep-alive\n");
+        assert_eq!(start.elapsed(), Duration::from_millis(i32::MAX as u64));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn keep_alive_disabled_sends_nothing() {
         let (tx, body) = channel_body();
         let body = body.keep_alive(KeepAlive::disabled());

@@ -13,8 +13,9 @@
 //!   so a value that starts with a space keeps it;
 //! - lines end with LF only, and every event ends with a blank line;
 //! - `event`, `id` and comments are single-line fields: a CR or LF in them is refused with an
-//!   [`EventError`] (it would end the field early and let the rest be read as another field), as is
-//!   a NUL in an `id` (clients ignore such an id).
+//!   [`EventError`] (it would end the field early and let the rest be read as another field);
+//! - an `id` is accepted only if a client can send it back unchanged in `Last-Event-ID` (see
+//!   [`EventBuilder::id`]).
 //!
 //! # Example
 //!
@@ -48,6 +49,10 @@
 //! and `retry` still take effect; some other clients ignore such blocks entirely, so put an `id`
 //! in an event that also carries data.
 
+use crate::{
+    delay,
+    last_event_id::{id_fault, IdFault},
+};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::{error::Error as StdError, fmt, time::Duration};
 
@@ -295,7 +300,28 @@ impl EventBuilder {
     }
 
     /// Sets the event `id`; the client sends it back in `Last-Event-ID` when it reconnects.
-    /// Must not contain CR, LF or NUL. An empty id resets the client's last event id.
+    /// An empty id resets the client's last event id.
+    ///
+    /// Only ids that come back unchanged are accepted: at most
+    /// [`MAX_LAST_EVENT_ID_LEN`](crate::MAX_LAST_EVENT_ID_LEN) bytes, no control characters
+    /// (a CR or LF would end the line; clients ignore an id with a NUL; servers answer `400` to
+    /// a header with another one, and browsers then give up for good), and no leading or
+    /// trailing space (browsers trim it from the header). [`LastEventId`](crate::LastEventId)
+    /// applies the same rule to what comes back.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](EventBuilder::build) then fails with [`EventError::LineBreak`],
+    /// [`EventError::NulInId`], [`EventError::ControlInId`], [`EventError::SpaceAroundId`] or
+    /// [`EventError::IdTooLong`].
+    ///
+    /// ```
+    /// use tower_sse::{Event, EventError};
+    ///
+    /// assert!(Event::builder().id("room-7:42").data("x").build().is_ok());
+    /// let err = Event::builder().id(" 42").data("x").build().unwrap_err();
+    /// assert!(matches!(err, EventError::SpaceAroundId));
+    /// ```
     pub fn id(mut self, id: impl AsRef<str>) -> Self {
         let id = id.as_ref();
         if !self.once(SET_ID, Field::Id) {
@@ -312,10 +338,12 @@ impl EventBuilder {
     }
 
     /// Sets the client's reconnection time (the `retry` field), sent in whole milliseconds.
+    /// Saturates at 2³¹−1 ms (about 24.8 days): beyond that, JavaScript timers overflow and
+    /// clients would reconnect at once.
     pub fn retry(mut self, delay: Duration) -> Self {
         if self.once(SET_RETRY, Field::Retry) {
             let mut digits = [0u8; 20];
-            let digits = u64_digits(millis(delay), &mut digits);
+            let digits = u64_digits(delay::millis(delay), &mut digits);
             self.put_line(&[b"retry: ", digits]);
             self.set |= HAS_FIELD;
         }
@@ -456,6 +484,14 @@ pub enum EventError {
     LineBreak(Field),
     /// The `id` contained a NUL character, which makes clients ignore it.
     NulInId,
+    /// The `id` contained a control character other than CR, LF or NUL (tab, DEL, C1): a
+    /// client would send it back in a header that servers refuse.
+    ControlInId,
+    /// The `id` started or ended with a space, which clients trim from the `Last-Event-ID`
+    /// they send back, so it would not match.
+    SpaceAroundId,
+    /// The `id` is longer than [`MAX_LAST_EVENT_ID_LEN`](crate::MAX_LAST_EVENT_ID_LEN) bytes.
+    IdTooLong,
     /// A field that may appear once was set twice.
     Repeated(Field),
     /// The event is larger than 4 GiB.
@@ -471,6 +507,13 @@ impl fmt::Display for EventError {
         match self {
             EventError::LineBreak(field) => write!(f, "line break in the {field} field"),
             EventError::NulInId => f.write_str("NUL character in the id field"),
+            EventError::ControlInId => f.write_str("control character in the id field"),
+            EventError::SpaceAroundId => f.write_str("leading or trailing space in the id field"),
+            EventError::IdTooLong => write!(
+                f,
+                "id field longer than {} bytes",
+                crate::MAX_LAST_EVENT_ID_LEN
+            ),
             EventError::Repeated(field) => write!(f, "the {field} field was set twice"),
             EventError::TooLarge => f.write_str("event larger than 4 GiB"),
             #[cfg(feature = "json")]
@@ -497,12 +540,16 @@ fn check_single_line(value: &str, field: Field) -> Result<(), EventError> {
     }
 }
 
+/// Refuses an id that would not come back intact in a `Last-Event-ID` header.
 fn check_id(id: &str) -> Result<(), EventError> {
-    check_single_line(id, Field::Id)?;
-    if memchr::memchr(0, id.as_bytes()).is_some() {
-        return Err(EventError::NulInId);
+    match id_fault(id) {
+        None => Ok(()),
+        Some(IdFault::LineBreak) => Err(EventError::LineBreak(Field::Id)),
+        Some(IdFault::Nul) => Err(EventError::NulInId),
+        Some(IdFault::Control) => Err(EventError::ControlInId),
+        Some(IdFault::EdgeSpace) => Err(EventError::SpaceAroundId),
+        Some(IdFault::TooLong) => Err(EventError::IdTooLong),
     }
-    Ok(())
 }
 
 fn offset(n: usize) -> Result<u32, EventError> {
@@ -574,11 +621,6 @@ fn write_data(buf: &mut BytesMut, data: &str, size: DataSize) {
     }
     buf.extend_from_slice(&bytes[start..]);
     buf.put_u8(b'\n');
-}
-
-/// Whole milliseconds of `delay`, saturating.
-pub(crate) fn millis(delay: Duration) -> u64 {
-    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The decimal digits of `n`, written at the end of `out`.
@@ -753,6 +795,35 @@ mod tests {
         let err = Event::builder().id("a\0b").build().unwrap_err();
         assert!(matches!(err, EventError::NulInId));
         assert_eq!(err.to_string(), "NUL character in the id field");
+    }
+
+    #[test]
+    fn ids_that_would_not_come_back_intact_are_refused() {
+        let fails = |id: &str| Event::builder().id(id).data("x").build().unwrap_err();
+        assert!(matches!(fails(" lead"), EventError::SpaceAroundId));
+        assert!(matches!(fails("trail "), EventError::SpaceAroundId));
+        assert!(matches!(fails("a\x01b"), EventError::ControlInId));
+        assert!(matches!(fails("a\x7fb"), EventError::ControlInId));
+        assert!(matches!(fails("a\tb"), EventError::ControlInId));
+        let long = "i".repeat(crate::MAX_LAST_EVENT_ID_LEN + 1);
+        assert!(matches!(fails(&long), EventError::IdTooLong));
+        assert_eq!(fails(&long).to_string(), "id field longer than 1024 bytes");
+        let longest = "i".repeat(crate::MAX_LAST_EVENT_ID_LEN);
+        assert!(Event::builder().id(&longest).data("x").build().is_ok());
+        assert!(Event::builder().id("in ner").data("x").build().is_ok());
+        // Numbering an event applies the same rule.
+        assert!(matches!(
+            Event::message("x").with_id_if_missing(" 1"),
+            Err(EventError::SpaceAroundId)
+        ));
+    }
+
+    #[test]
+    fn retry_saturates_where_client_timers_overflow() {
+        assert_eq!(
+            wire(Event::builder().retry(Duration::MAX).build()),
+            "retry: 2147483647\n\n"
+        );
     }
 
     #[test]

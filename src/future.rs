@@ -85,7 +85,7 @@ fn refuse<B>(response: &mut Response<B>, refusal: Refusal, retry: Option<Duratio
         Refusal::NotAcceptable => *response.status_mut() = StatusCode::NOT_ACCEPTABLE,
         Refusal::OverLimit => {
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            let seconds = retry.map_or(5, |r| r.as_millis().div_ceil(1000).max(1));
+            let seconds = retry.map_or(5, |r| crate::delay::millis(r).div_ceil(1000).max(1));
             let value = HeaderValue::from_str(&seconds.to_string())
                 .unwrap_or(HeaderValue::from_static("5"));
             response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -57,10 +57,11 @@ pin_project! {
 
 impl<T> SendTimeout<T> {
     /// Wraps `inner`; a write pending for `timeout` fails with `io::ErrorKind::TimedOut`.
+    /// The timeout saturates at 2³¹−1 ms (about 24.8 days).
     pub fn new(inner: T, timeout: Duration) -> Self {
         SendTimeout {
             inner,
-            timeout,
+            timeout: crate::delay::saturate(timeout),
             sleep: None,
             armed: false,
         }
@@ -161,10 +162,15 @@ impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
 /// closes the connection when data it sent stays unacknowledged for `timeout`, which is how a
 /// peer that vanished without closing (power loss, a dropped NAT entry) is noticed on an idle SSE
 /// stream whose keep-alive writes never block. Keep `timeout` above the keep-alive interval.
+/// The timeout saturates at 2³¹−1 ms (about 24.8 days), the most the kernel takes.
+///
+/// # Errors
+///
+/// The error of the `setsockopt` call.
 #[cfg(all(feature = "tcp", any(target_os = "linux", target_os = "android")))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
 pub fn tcp_user_timeout(stream: &tokio::net::TcpStream, timeout: Duration) -> io::Result<()> {
-    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout))
+    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(crate::delay::saturate(timeout)))
 }
 
 #[cfg(test)]
@@ -182,6 +188,19 @@ mod tests {
         tcp_user_timeout(&client, Duration::from_millis(45_500)).unwrap();
         let set = socket2::SockRef::from(&client).tcp_user_timeout().unwrap();
         assert_eq!(set, Some(Duration::from_millis(45_500)));
+        tcp_user_timeout(&client, Duration::MAX).unwrap();
+        let set = socket2::SockRef::from(&client).tcp_user_timeout().unwrap();
+        assert_eq!(set, Some(Duration::from_millis(2_147_483_647)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_timeout_never_overflows_the_clock() {
+        let (client, _server) = tokio::io::duplex(64);
+        let mut io = SendTimeout::new(client, Duration::MAX);
+        io.write_all(&[0; 64]).await.unwrap();
+        // The stalled write arms the timer without panicking, and waits it out.
+        let stalled = tokio::time::timeout(Duration::from_secs(3600), io.write_all(&[0; 1])).await;
+        assert!(stalled.is_err());
     }
 
     #[tokio::test(start_paused = true)]

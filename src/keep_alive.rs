@@ -46,9 +46,9 @@ impl KeepAlive {
     }
 
     /// Sets how long a stream may stay idle before a comment is sent. Default: 15 seconds.
-    /// A zero interval turns keep-alive off.
+    /// A zero interval turns keep-alive off; intervals saturate at 2³¹−1 ms (about 24.8 days).
     pub fn interval(mut self, interval: Duration) -> Self {
-        self.period = (!interval.is_zero()).then_some(interval);
+        self.period = (!interval.is_zero()).then_some(crate::delay::saturate(interval));
         self
     }
 
@@ -145,7 +145,7 @@ impl Settings {
             Some(retry) => {
                 let mut buf = BytesMut::with_capacity(28);
                 buf.put_slice(b"retry: ");
-                crate::event::put_u64(&mut buf, crate::event::millis(retry));
+                crate::event::put_u64(&mut buf, crate::delay::millis(retry));
                 buf.put_u8(b'\n');
                 buf.freeze()
             }
@@ -165,8 +165,8 @@ macro_rules! settings_setters {
         }
 
         /// Sets the reconnection time sent to the client as a `retry:` line in the first frame of
-        /// the stream, in whole milliseconds. Default: none (the client keeps its own, about 3 s in
-        /// browsers).
+        /// the stream, in whole milliseconds, saturating at 2³¹−1 ms (about 24.8 days). Default:
+        /// none (the client keeps its own, about 3 s in browsers).
         pub fn retry(mut self, retry: std::time::Duration) -> Self {
             std::sync::Arc::make_mut(&mut self.$($settings).+).retry = Some(retry);
             self
@@ -221,6 +221,19 @@ mod tests {
     #[test]
     fn zero_interval_disables() {
         assert_eq!(KeepAlive::new().interval(Duration::ZERO).period(), None);
+    }
+
+    #[test]
+    fn durations_saturate_at_the_setter() {
+        assert_eq!(
+            KeepAlive::new().interval(Duration::MAX).period(),
+            Some(Duration::from_millis(2_147_483_647))
+        );
+        let settings = Settings {
+            retry: Some(Duration::MAX),
+            ..Settings::default()
+        };
+        assert_eq!(settings.open_frame(), "retry: 2147483647\n");
     }
 
     #[test]

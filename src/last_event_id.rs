@@ -6,15 +6,52 @@ use std::{fmt, ops::Deref};
 /// The `Last-Event-ID` header name.
 pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// The longest `Last-Event-ID` value that is accepted, in bytes; longer values are ignored.
+/// The longest event id, in bytes: [`EventBuilder::id`](crate::EventBuilder::id) refuses longer
+/// ids, and a longer `Last-Event-ID` value is ignored.
 pub const MAX_LAST_EVENT_ID_LEN: usize = 1024;
+
+/// Why a text cannot be an event id that comes back intact in a `Last-Event-ID` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdFault {
+    /// A CR or LF, which would end the `id:` line early.
+    LineBreak,
+    /// A NUL, which makes clients ignore the id.
+    Nul,
+    /// Another control character (tab, DEL, C1): servers refuse such a header with `400`.
+    Control,
+    /// A leading or trailing space, which clients trim from the header they send back.
+    EdgeSpace,
+    /// Longer than [`MAX_LAST_EVENT_ID_LEN`].
+    TooLong,
+}
+
+/// The one rule for event ids, shared by the event builder and the header parser: an id is
+/// accepted exactly when a client can send it back unchanged.
+pub(crate) fn id_fault(id: &str) -> Option<IdFault> {
+    let bytes = id.as_bytes();
+    let fault = if memchr::memchr2(b'\r', b'\n', bytes).is_some() {
+        IdFault::LineBreak
+    } else if memchr::memchr(0, bytes).is_some() {
+        IdFault::Nul
+    } else if id.chars().any(char::is_control) {
+        IdFault::Control
+    } else if id.starts_with(' ') || id.ends_with(' ') {
+        IdFault::EdgeSpace
+    } else if id.len() > MAX_LAST_EVENT_ID_LEN {
+        IdFault::TooLong
+    } else {
+        return None;
+    };
+    Some(fault)
+}
 
 /// The id of the last event a reconnecting client received, from its `Last-Event-ID` header.
 ///
 /// [`SseLayer`](crate::SseLayer) parses the header and puts this value in the request's
-/// extensions. Absent, empty, repeated, non-UTF-8, longer than [`MAX_LAST_EVENT_ID_LEN`] bytes or
-/// control-character-bearing values (tab excepted) are all treated as absent: a client following
-/// the spec never sends them, so they carry no position to resume from.
+/// extensions. Absent, empty, repeated and non-UTF-8 values are treated as absent, and so is any
+/// value that [`EventBuilder::id`](crate::EventBuilder::id) would refuse (longer than
+/// [`MAX_LAST_EVENT_ID_LEN`] bytes, control characters, leading or trailing spaces): the same
+/// rule on both sides, so every id the crate sends comes back, and nothing else is taken for one.
 ///
 /// ```
 /// use http::HeaderMap;
@@ -47,7 +84,7 @@ impl LastEventId {
             return None;
         }
         let text = std::str::from_utf8(value).ok()?;
-        if text.chars().any(|c| c.is_control() && c != '\t') {
+        if id_fault(text).is_some() {
             return None;
         }
         Some(LastEventId(text.into()))
@@ -93,7 +130,7 @@ mod tests {
 
     #[test]
     fn accepts_plain_ids() {
-        for id in ["1", "abc-42", "a\tb", "ünï"] {
+        for id in ["1", "abc-42", "a b", "ünï"] {
             let parsed = LastEventId::parse(id.as_bytes()).unwrap();
             assert_eq!(parsed.as_str(), id);
         }
@@ -114,5 +151,26 @@ mod tests {
         assert!(LastEventId::parse(b"a\x7fb").is_none());
         assert!(LastEventId::parse(b"a\0b").is_none());
         assert!(LastEventId::parse(b"a\nb").is_none());
+        assert!(LastEventId::parse(b"a\tb").is_none());
+        assert!(LastEventId::parse(" lead".as_bytes()).is_none());
+        assert!(LastEventId::parse("trail ".as_bytes()).is_none());
+        assert!(LastEventId::parse("c1\u{85}".as_bytes()).is_none());
+    }
+
+    #[test]
+    fn id_rule_names_each_fault() {
+        assert_eq!(id_fault("ok-1 2"), None);
+        assert_eq!(id_fault(""), None);
+        assert_eq!(id_fault("a\rb"), Some(IdFault::LineBreak));
+        assert_eq!(id_fault("a\0b"), Some(IdFault::Nul));
+        assert_eq!(id_fault("a\x01b"), Some(IdFault::Control));
+        assert_eq!(id_fault("a\x7fb"), Some(IdFault::Control));
+        assert_eq!(id_fault(" a"), Some(IdFault::EdgeSpace));
+        assert_eq!(id_fault("a "), Some(IdFault::EdgeSpace));
+        assert_eq!(id_fault(&"x".repeat(MAX_LAST_EVENT_ID_LEN)), None);
+        assert_eq!(
+            id_fault(&"x".repeat(MAX_LAST_EVENT_ID_LEN + 1)),
+            Some(IdFault::TooLong)
+        );
     }
 }

@@ -63,6 +63,7 @@
 pub mod axum;
 mod body;
 pub mod decode;
+mod delay;
 mod disconnect;
 mod event;
 mod future;

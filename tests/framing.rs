@@ -22,6 +22,17 @@ fn single_line() -> impl Strategy<Value = String> {
     any::<String>().prop_map(|s| s.replace(['\r', '\n'], ""))
 }
 
+/// An id the builder takes: no control characters, no space at either end, at most 1 KiB.
+fn valid_id() -> impl Strategy<Value = String> {
+    any::<String>().prop_map(|s| {
+        let mut id: String = s.chars().filter(|c| !c.is_control()).collect();
+        while id.len() > tower_sse::MAX_LAST_EVENT_ID_LEN {
+            id.pop();
+        }
+        id.trim_matches(' ').to_owned()
+    })
+}
+
 #[derive(Debug, Clone)]
 struct Spec {
     name: Option<String>,
@@ -33,7 +44,7 @@ struct Spec {
 fn spec() -> impl Strategy<Value = Spec> {
     (
         prop::option::of(single_line()),
-        prop::option::of(single_line().prop_map(|s| s.replace('\0', ""))),
+        prop::option::of(valid_id()),
         text_with_breaks(),
         prop::option::of(single_line()),
     )
@@ -149,6 +160,39 @@ proptest! {
             Event::builder().comment(&value).data("x").build(),
             Err(EventError::LineBreak(Field::Comment))
         ));
+    }
+
+    /// An id the builder accepts comes back intact: as the header value a browser sends (trimmed
+    /// of spaces), accepted by the server's header parser, and parsed to the same id.
+    #[test]
+    fn accepted_ids_round_trip_through_last_event_id(id in any::<String>()) {
+        let Ok(event) = Event::builder().id(&id).data("x").build() else {
+            return Ok(());
+        };
+        prop_assert_eq!(event.id(), Some(id.as_str()));
+        let sent_back = id.trim_matches(|c| c == ' ' || c == '\t');
+        prop_assert_eq!(sent_back, id.as_str());
+        if id.is_empty() {
+            // An empty id resets the client's last event id: it sends no header at all.
+            return Ok(());
+        }
+        let header = http::HeaderValue::from_bytes(sent_back.as_bytes());
+        prop_assert!(header.is_ok(), "a server accepts the header");
+        let parsed = tower_sse::LastEventId::parse(header.unwrap().as_bytes());
+        prop_assert_eq!(parsed.as_deref(), Some(id.as_str()));
+    }
+
+    #[test]
+    fn ids_that_would_not_come_back_are_refused(
+        core in valid_id(),
+        fault in prop_oneof![
+            Just((" ", "")), Just(("", " ")), Just(("\t", "")), Just(("\x01", "")),
+            Just(("", "\x7f")), Just(("\u{9b}", "")),
+        ],
+    ) {
+        let id = format!("{}{core}{}", fault.0, fault.1);
+        prop_assert!(Event::builder().id(&id).data("x").build().is_err(), "{id:?}");
+        prop_assert!(tower_sse::LastEventId::parse(id.as_bytes()).is_none());
     }
 
     #[test]

@@ -164,6 +164,20 @@ async fn beyond_the_stream_limit_clients_get_503_with_retry_after() {
 }
 
 #[tokio::test]
+async fn the_longest_retry_gives_a_retry_after_within_client_timers() {
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new().max_streams(0).retry(Duration::MAX))
+        .service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(SseBody::new(stream::pending::<Event>())))
+        });
+    let addr = serve(svc).await;
+    let refused = RawClient::get(addr, "/", &[]).await;
+    assert_eq!(refused.status(), 503);
+    // 2^31-1 ms, rounded up to whole seconds.
+    assert_eq!(refused.header("retry-after").as_deref(), Some("2147484"));
+}
+
+#[tokio::test]
 async fn an_accept_header_without_event_stream_gets_406() {
     let svc =
         ServiceBuilder::new()
@@ -238,11 +252,11 @@ async fn odd_last_event_id_headers_are_ignored_without_error() {
     let (status, text) = raw_request(addr, &long).await;
     assert_eq!(status, 200);
     assert!(text.contains("data: none"), "{text}");
-    // Tabs are allowed by HTTP and kept; other control characters never reach the application:
-    // hyper refuses the request itself, and the server goes on serving.
+    // Tabs are allowed by HTTP but by no event id, so ignored; other control characters never
+    // reach the application: hyper refuses the request itself, and the server goes on serving.
     let (status, text) = raw_request(addr, b"last-event-id: a\tb").await;
     assert_eq!(status, 200);
-    assert!(text.contains("data: seen 3"), "{text}");
+    assert!(text.contains("data: none"), "{text}");
     let (status, _) = raw_request(addr, b"last-event-id: \x01\x02\x03\x1b[31m").await;
     assert_eq!(status, 400);
     let (status, _) = raw_request(addr, b"last-event-id: 1").await;
