@@ -95,9 +95,12 @@ impl Event {
         }
     }
 
-    /// An event that carries data serialized as JSON (feature `json`).
+    /// An event that carries data serialized as JSON (feature `json`); see
+    /// [`EventBuilder::json_data`] for how raw JSON text with line breaks is written.
     ///
-    /// JSON text never contains a raw line break, so it is always one `data:` line.
+    /// # Errors
+    ///
+    /// [`EventError::Json`] when the value cannot be serialized.
     ///
     /// ```
     /// # #[cfg(feature = "json")] {
@@ -266,7 +269,20 @@ impl EventBuilder {
         self
     }
 
-    /// Adds data serialized as JSON (feature `json`), on one `data:` line.
+    /// Adds data serialized as JSON (feature `json`).
+    ///
+    /// Compact JSON has no raw line break, so it is one `data:` line. A value that carries its
+    /// own text, such as a `serde_json::value::RawValue` (feature `raw_value` of serde_json,
+    /// which any crate in the build may switch on) or a pretty-printed one, may hold CR or LF
+    /// between tokens: that text then goes through the same line handling as
+    /// [`data`](EventBuilder::data), so a raw value can never end the event early or forge a
+    /// field. The client receives the JSON text with its line breaks as LF, which parses to the
+    /// same value.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](EventBuilder::build) fails with [`EventError::Json`] when the value cannot be
+    /// serialized.
     #[cfg(feature = "json")]
     #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
     pub fn json_data<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
@@ -276,16 +292,29 @@ impl EventBuilder {
         self.spill(128);
         let mark = self.buf.len();
         self.buf.put_slice(b"data: ");
-        match serde_json::to_writer((&mut self.buf).writer(), value) {
-            Ok(()) => {
-                self.buf.put_u8(b'\n');
-                self.set |= HAS_FIELD;
-            }
-            Err(err) => {
-                self.buf.truncate(mark);
-                self.error = Some(EventError::Json(err));
-            }
+        if let Err(err) = serde_json::to_writer((&mut self.buf).writer(), value) {
+            self.buf.truncate(mark);
+            self.error = Some(EventError::Json(err));
+            return self;
         }
+        let text = mark + 6;
+        if memchr::memchr2(b'\r', b'\n', &self.buf[text..]).is_some() {
+            // Raw text with line breaks: written again as data lines. Rare, so the copy is fine.
+            let json = self.buf.split_off(text);
+            self.buf.truncate(mark);
+            match std::str::from_utf8(&json) {
+                Ok(json) => write_data(&mut self.buf, json, DataSize::of(json)),
+                Err(_) => {
+                    self.error = Some(EventError::Json(serde::ser::Error::custom(
+                        "JSON text is not UTF-8",
+                    )));
+                    return self;
+                }
+            }
+        } else {
+            self.buf.put_u8(b'\n');
+        }
+        self.set |= HAS_FIELD;
         self
     }
 

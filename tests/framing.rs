@@ -204,3 +204,134 @@ proptest! {
         ));
     }
 }
+
+/// JSON data: whatever text a serializer produces (raw values included) arrives as one event
+/// that parses back to the same value, and can never end the event early or forge a field.
+#[cfg(feature = "json")]
+mod json {
+    use super::*;
+    use serde_json::{value::RawValue, Value};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            text_with_breaks().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(text_with_breaks(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// JSON text of `value`, pretty-printed, with runs of JSON whitespace (CR and LF among
+    /// them) added between tokens: still valid JSON, as a raw value may carry it.
+    fn spaced_out(value: &Value, spaces: &[u8]) -> String {
+        const WS: [&str; 6] = ["\n", "\r", "\r\n", " ", "\t", "\n\n"];
+        let pretty = serde_json::to_string_pretty(value).unwrap();
+        let mut out = String::new();
+        let mut in_string = false;
+        let mut escaped = false;
+        for (i, c) in pretty.chars().enumerate() {
+            out.push(c);
+            if in_string {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            if c == '"' {
+                in_string = true;
+            } else if matches!(c, ',' | ':' | '[' | '{') {
+                if let Some(&n) = spaces.get(i % spaces.len().max(1)) {
+                    out.push_str(WS[n as usize % WS.len()]);
+                }
+            }
+        }
+        out
+    }
+
+    fn check(event: &Event, expected: &Value) -> Result<(), TestCaseError> {
+        let wire = std::str::from_utf8(event.as_bytes()).unwrap();
+        prop_assert!(!wire.contains('\r'), "no CR on the wire: {wire:?}");
+        prop_assert!(wire.ends_with("\n\n"));
+        let body = &wire[..wire.len() - 1];
+        for line in body.lines() {
+            prop_assert!(
+                line.starts_with("data: ") || line.starts_with("event: "),
+                "only data lines: {line:?} in {wire:?}"
+            );
+        }
+        let mut decoder = Decoder::new();
+        let messages = decoder.feed(wire.as_bytes());
+        prop_assert_eq!(messages.len(), 1, "one event: {:?}", wire);
+        let parsed: Value = serde_json::from_str(&messages[0].data).unwrap();
+        prop_assert_eq!(&parsed, expected);
+        prop_assert!(decoder.is_idle());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_json_value_is_one_event(value in json_value()) {
+            check(&Event::json(&value).unwrap(), &value)?;
+            let named = Event::builder().event("j").json_data(&value).build().unwrap();
+            check(&named, &value)?;
+        }
+
+        #[test]
+        fn raw_json_with_line_breaks_is_one_event(
+            value in json_value(),
+            spaces in prop::collection::vec(any::<u8>(), 1..16),
+        ) {
+            let text = spaced_out(&value, &spaces);
+            let raw = RawValue::from_string(text).unwrap();
+            check(&Event::json(&raw).unwrap(), &value)?;
+        }
+    }
+
+    #[test]
+    fn a_pretty_raw_value_arrives_whole() {
+        let raw = RawValue::from_string("{\n  \"a\": 1,\n\n  \"b\": 2\n}".to_owned()).unwrap();
+        let event = Event::json(&raw).unwrap();
+        assert_eq!(
+            event.as_bytes(),
+            "data: {\ndata:   \"a\": 1,\ndata: \ndata:   \"b\": 2\ndata: }\n\n"
+        );
+    }
+
+    /// A serializer may hand serde_json any text as a raw value, valid JSON or not.
+    struct Forged(&'static str);
+
+    impl serde::Serialize for Forged {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut raw = serializer.serialize_struct("$serde_json::private::RawValue", 1)?;
+            raw.serialize_field("$serde_json::private::RawValue", self.0)?;
+            raw.end()
+        }
+    }
+
+    #[test]
+    fn a_forged_raw_value_cannot_inject_an_event() {
+        let forged = Forged("1\n\nevent: injected\nid: \ndata: forged");
+        let event = Event::json(&forged).unwrap();
+        assert_eq!(
+            event.as_bytes(),
+            "data: 1\ndata: \ndata: event: injected\ndata: id: \ndata: data: forged\n\n"
+        );
+        let messages = Decoder::new().feed(event.as_bytes());
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].event, "message");
+        assert_eq!(messages[0].last_event_id, "");
+    }
+}
