@@ -3,8 +3,9 @@
 use crate::{
     disconnect::{CloseGuard, CloseReason, Disconnect},
     event::Event,
-    keep_alive::{settings_setters, ErrorPolicy, Settings},
+    keep_alive::IdleTimer,
     scope,
+    settings::{settings_setters, ErrorPolicy, Settings},
     shutdown::ShutdownWatch,
     BoxError,
 };
@@ -15,14 +16,12 @@ use pin_project_lite::pin_project;
 use std::{
     convert::Infallible,
     fmt,
-    future::Future,
     panic::{self, AssertUnwindSafe},
     pin::Pin,
     sync::Arc,
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 use sync_wrapper::SyncWrapper;
-use tokio::time::{Instant, Sleep};
 
 /// An item of an event stream: an [`Event`], or a `Result` of anything that converts into one.
 ///
@@ -103,24 +102,48 @@ pin_project! {
     pub struct SseBody<S> {
         #[pin]
         stream: SyncWrapper<S>,
-        // Boxed so the body is `Unpin` when the stream is; created on the first idle poll.
-        sleep: Option<Pin<Box<Sleep>>>,
-        deadline: Option<Instant>,
+        idle: IdleTimer,
         settings: Arc<Settings>,
         state: State,
-        error: Option<BoxError>,
         guard: Option<CloseGuard>,
         shutdown: Option<ShutdownWatch>,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum State {
+    /// Not polled yet: the open frame goes first.
     Opening,
     Streaming,
-    /// An error is waiting to be returned after the data that came before it.
-    Failing,
+    /// Shutdown was triggered: ready events go out up to the byte budget left, then the final
+    /// event.
+    Draining {
+        budget: usize,
+    },
+    /// [`ErrorPolicy::Abort`]: the error waits while the body yields to the scheduler, so the
+    /// server writes out what came before it.
+    Aborting {
+        error: BoxError,
+        yields: u8,
+    },
     Done,
+}
+
+/// How often an aborting body yields before returning its error: once lets an HTTP/1.1
+/// connection flush its buffer, and a second time lets an HTTP/2 connection task, woken by the
+/// last data frame, write it before the stream is reset.
+const ABORT_YIELDS: u8 = 2;
+
+/// Why gathering a frame stopped.
+enum Gathered {
+    /// The frame reached the coalescing cap; more may be ready.
+    Full,
+    /// The stream has nothing ready now.
+    Pending,
+    /// The stream ended.
+    Ended,
+    /// The stream failed (or panicked).
+    Failed(BoxError),
 }
 
 impl<S> SseBody<S> {
@@ -135,8 +158,7 @@ impl<S> SseBody<S> {
         let parts = scope::take_for_body();
         SseBody {
             stream: SyncWrapper::new(stream),
-            sleep: None,
-            deadline: None,
+            idle: IdleTimer::default(),
             settings: parts.settings,
             // A refused body (over the stream limit, or not acceptable) sends nothing.
             state: if parts.refused {
@@ -144,13 +166,15 @@ impl<S> SseBody<S> {
             } else {
                 State::Opening
             },
-            error: None,
             guard: parts.guard,
             shutdown: parts.shutdown,
         }
     }
 
-    settings_setters!(settings);
+    settings_setters!(
+        "Default: the enclosing [`SseLayer`](crate::SseLayer)'s setting, whose own default is",
+        settings
+    );
 
     /// A handle that completes when this response ends. Under an
     /// [`SseLayer`](crate::SseLayer) it is the same handle the layer put in the request's
@@ -237,13 +261,34 @@ impl fmt::Display for StreamPanicked {
 
 impl std::error::Error for StreamPanicked {}
 
-fn error_event(err: &BoxError) -> Bytes {
-    Event::builder()
-        .event("error")
-        .data(err.to_string())
-        .build()
-        .map(Event::into_bytes)
-        .unwrap_or_else(|_| Bytes::from_static(b"event: error\ndata: \n\n"))
+/// Polls the stream for events that are ready now, into `frame`, up to `cap` bytes (at least
+/// one event). A panic in the application's stream becomes an error instead of unwinding
+/// through the server's connection task.
+fn gather<S>(
+    mut stream: Pin<&mut S>,
+    cx: &mut Context<'_>,
+    cap: usize,
+    frame: &mut FrameBuf,
+) -> Gathered
+where
+    S: Stream,
+    S::Item: SseItem,
+    <S::Item as SseItem>::Error: Into<BoxError>,
+{
+    while frame.len == 0 || frame.len < cap {
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx)));
+        match polled {
+            Ok(Poll::Ready(Some(item))) => match item.into_event() {
+                Ok(event) if event.is_empty() => {}
+                Ok(event) => frame.push(event.into_bytes()),
+                Err(err) => return Gathered::Failed(err.into()),
+            },
+            Ok(Poll::Ready(None)) => return Gathered::Ended,
+            Ok(Poll::Pending) => return Gathered::Pending,
+            Err(_) => return Gathered::Failed(BoxError::from(StreamPanicked)),
+        }
+    }
+    Gathered::Full
 }
 
 impl<S> Body for SseBody<S>
@@ -259,83 +304,97 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        match *this.state {
+        let this = self.project();
+        let settings = &**this.settings;
+        match this.state {
             State::Done => return Poll::Ready(None),
-            State::Failing => {
-                *this.state = State::Done;
-                return Poll::Ready(this.error.take().map(Err));
+            State::Aborting { yields, .. } if *yields > 0 => {
+                *yields -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            State::Aborting { .. } => {
+                let State::Aborting { error, .. } = std::mem::replace(this.state, State::Done)
+                else {
+                    unreachable!("matched above")
+                };
+                return Poll::Ready(Some(Err(error)));
             }
             State::Opening => {
                 *this.state = State::Streaming;
-                if this.settings.open_frame {
-                    bump(this.deadline, this.settings);
-                    return Poll::Ready(Some(Ok(Frame::data(this.settings.open_frame()))));
+                if settings.open_frame {
+                    this.idle.bump(&settings.keep_alive);
+                    return Poll::Ready(Some(Ok(Frame::data(settings.open_frame()))));
                 }
             }
-            State::Streaming => {}
+            State::Streaming | State::Draining { .. } => {}
+        }
+        if let (State::Streaming, Some(shutdown)) = (&*this.state, &*this.shutdown) {
+            if shutdown.is_triggered() {
+                *this.state = State::Draining {
+                    budget: shutdown.flush_limit(),
+                };
+            }
         }
 
-        let cap = this.settings.coalesce;
-        let shutting_down = this.shutdown.as_ref().is_some_and(|s| s.is_triggered());
         let mut frame = FrameBuf::new();
-        let mut stream = this.stream.as_mut().get_pin_mut();
-        while frame.len == 0 || frame.len < cap {
-            // A panic in the application's stream ends this response (per the error policy)
-            // instead of unwinding through the server's connection task.
-            let polled = panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx)));
-            let item = match polled {
-                Ok(Poll::Ready(Some(item))) => item.into_event().map_err(Into::into),
-                Ok(Poll::Ready(None)) => {
-                    close(this.guard, CloseReason::Completed);
-                    *this.state = State::Done;
-                    break;
-                }
-                Ok(Poll::Pending) => break,
-                Err(_) => Err(BoxError::from(StreamPanicked)),
-            };
-            match item {
-                Ok(event) => {
-                    if !event.is_empty() {
-                        frame.push(event.into_bytes());
+        let gathered = match this.state {
+            // Shutdown with no budget left: straight to the final event.
+            State::Draining { budget: 0 } => Gathered::Pending,
+            State::Draining { budget } => {
+                let cap = settings.coalesce.min(*budget);
+                gather(this.stream.get_pin_mut(), cx, cap, &mut frame)
+            }
+            _ => gather(this.stream.get_pin_mut(), cx, settings.coalesce, &mut frame),
+        };
+        match gathered {
+            Gathered::Ended => {
+                close(this.guard, CloseReason::Completed);
+                *this.state = State::Done;
+            }
+            Gathered::Failed(error) => {
+                close(this.guard, CloseReason::Error);
+                settings.report(&error);
+                *this.state = match settings.on_error {
+                    ErrorPolicy::Abort => State::Aborting {
+                        error,
+                        yields: ABORT_YIELDS,
+                    },
+                    _ => {
+                        frame.push(settings.error_event(&error));
+                        State::Done
+                    }
+                };
+            }
+            Gathered::Full | Gathered::Pending => {
+                let more = matches!(gathered, Gathered::Full);
+                if let State::Draining { budget } = this.state {
+                    *budget = budget.saturating_sub(frame.len);
+                    if !more || *budget == 0 {
+                        // Everything that was ready went out (or the budget is spent): the
+                        // final event ends the stream, in the same frame.
+                        if let Some(event) = this.shutdown.as_ref().and_then(|s| s.final_event()) {
+                            frame.push(event.into_bytes());
+                        }
+                        close(this.guard, CloseReason::Shutdown);
+                        *this.state = State::Done;
                     }
                 }
-                Err(err) => {
-                    close(this.guard, CloseReason::Error);
-                    match this.settings.on_error {
-                        ErrorPolicy::Close => {
-                            frame.push(error_event(&err));
-                            *this.state = State::Done;
-                        }
-                        ErrorPolicy::Abort => {
-                            if frame.len == 0 {
-                                *this.state = State::Done;
-                                return Poll::Ready(Some(Err(err)));
-                            }
-                            *this.error = Some(err);
-                            *this.state = State::Failing;
-                        }
-                    }
-                    break;
-                }
             }
-        }
-
-        if shutting_down && *this.state == State::Streaming {
-            // What the stream had ready (up to one frame) is flushed; the final event ends it.
-            if let Some(event) = this.shutdown.as_ref().and_then(|s| s.final_event()) {
-                frame.push(event.into_bytes());
-            }
-            close(this.guard, CloseReason::Shutdown);
-            *this.state = State::Done;
         }
 
         if let Some(bytes) = frame.take() {
-            bump(this.deadline, this.settings);
+            this.idle.bump(&settings.keep_alive);
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
-        if *this.state == State::Done {
-            return Poll::Ready(None);
+        match this.state {
+            State::Done => return Poll::Ready(None),
+            // Aborting with nothing to send first: yield all the same, for earlier frames.
+            State::Aborting { .. } => {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            _ => {}
         }
 
         // The stream is pending: wake up for a shutdown, and for the keep-alive timer, which is
@@ -343,44 +402,17 @@ where
         if let Some(shutdown) = this.shutdown {
             shutdown.register(cx);
         }
-        let Some(period) = this.settings.keep_alive.period() else {
-            return Poll::Pending;
-        };
-        // Without an open frame and before any event, the idle clock starts at the first poll.
-        let deadline = *this.deadline.get_or_insert_with(|| Instant::now() + period);
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        loop {
-            // The deadline moves forward with every frame without touching the timer; the timer
-            // is only re-armed here, when it fires early.
-            if sleep.deadline() != deadline {
-                sleep.as_mut().reset(deadline);
-            }
-            ready!(sleep.as_mut().poll(cx));
-            let now = Instant::now();
-            if now >= deadline {
-                *this.deadline = Some(now + period);
-                return Poll::Ready(Some(Ok(Frame::data(
-                    this.settings.keep_alive.frame().clone(),
-                ))));
-            }
-        }
+        this.idle
+            .poll(&settings.keep_alive, cx)
+            .map(|comment| Some(Ok(Frame::data(comment))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state == State::Done
+        matches!(self.state, State::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
-    }
-}
-
-/// Restarts the idle interval after a frame.
-fn bump(deadline: &mut Option<Instant>, settings: &Settings) {
-    if let Some(period) = settings.keep_alive.period() {
-        *deadline = Some(Instant::now() + period);
     }
 }
 
@@ -397,7 +429,7 @@ mod tests {
     use futures_util::stream;
     use http_body_util::BodyExt;
     use std::time::Duration;
-    use tokio::sync::mpsc;
+    use tokio::{sync::mpsc, time::Instant};
     use tokio_stream::wrappers::UnboundedReceiverStream;
 
     async fn next(
@@ -581,9 +613,47 @@ mod tests {
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(
             bytes,
-            "data: before\n\nevent: error\ndata: db gone\ndata: really\n\n"
+            "data: before\n\nevent: stream-error\nretry: 5000\ndata: {\"reason\":\"error\"}\n\n"
         );
         assert_eq!(disconnect.reason(), Some(CloseReason::Error));
+    }
+
+    #[tokio::test]
+    async fn error_text_reaches_the_client_only_when_asked() {
+        let items: Vec<Result<Event, std::io::Error>> =
+            vec![Err(std::io::Error::other("db gone\nreally"))];
+        let body = SseBody::new(stream::iter(items))
+            .open_frame(false)
+            .on_error(ErrorPolicy::CloseWithMessage)
+            .error_retry(Duration::from_secs(60));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(
+            bytes,
+            "event: stream-error\nretry: 60000\ndata: db gone\ndata: really\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_error_is_reported_on_the_server() {
+        use std::sync::Mutex;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for policy in [
+            ErrorPolicy::Close,
+            ErrorPolicy::CloseWithMessage,
+            ErrorPolicy::Abort,
+        ] {
+            let items: Vec<Result<Event, std::io::Error>> =
+                vec![Err(std::io::Error::other(format!("{policy:?} failed")))];
+            let log = seen.clone();
+            let body = SseBody::new(stream::iter(items))
+                .on_error(policy)
+                .on_stream_error(move |err| log.lock().unwrap().push(err.to_string()));
+            let _ = body.collect().await;
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["Close failed", "CloseWithMessage failed", "Abort failed"]
+        );
     }
 
     #[tokio::test]
@@ -607,9 +677,14 @@ mod tests {
     #[tokio::test]
     async fn builder_errors_in_the_stream_are_stream_errors() {
         let items: Vec<Result<Event, EventError>> = vec![Event::builder().id("a\nb").build()];
-        let body = SseBody::new(stream::iter(items)).open_frame(false);
+        let body = SseBody::new(stream::iter(items))
+            .open_frame(false)
+            .on_error(ErrorPolicy::CloseWithMessage);
         let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(bytes, "event: error\ndata: line break in the id field\n\n");
+        assert_eq!(
+            bytes,
+            "event: stream-error\nretry: 5000\ndata: line break in the id field\n\n"
+        );
     }
 
     #[tokio::test]

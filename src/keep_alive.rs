@@ -1,8 +1,14 @@
-//! Keep-alive comments and the other per-response settings.
+//! Keep-alive comments, and the idle timer that sends them.
 
 use crate::event::{check_comment, EventError};
 use bytes::{BufMut, Bytes, BytesMut};
-use std::{sync::Arc, sync::OnceLock, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
 
 /// Keep-alive comments sent when a stream has been idle for a while.
 ///
@@ -90,113 +96,49 @@ fn comment_line(text: &str) -> Bytes {
     buf.freeze()
 }
 
-/// What an [`SseBody`](crate::SseBody) does when its stream yields an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ErrorPolicy {
-    /// End the response normally after a final event named `error` whose data is the error's
-    /// `Display` text. The client's `EventSource` receives it (listeners for `error` see a
-    /// `MessageEvent`), then reconnects as it does after any end of stream. This is the default:
-    /// the client learns why the stream ended. Keep secrets out of the error's `Display`.
-    #[default]
-    Close,
-    /// Return the error from the body, which makes the server abort the response (HTTP/1.1 closes
-    /// the connection mid-body, HTTP/2 resets the stream). Events sent before the error are
-    /// delivered first.
-    Abort,
+/// The keep-alive clock of one body: a comment is due once the stream has been idle for the
+/// interval since the last frame.
+///
+/// The deadline moves forward with every frame without touching the timer; the timer is only
+/// re-armed when it fires early, so a busy stream costs no timer work at all.
+#[derive(Debug, Default)]
+pub(crate) struct IdleTimer {
+    // Boxed so the body is `Unpin` when its stream is; created on the first idle poll.
+    sleep: Option<Pin<Box<Sleep>>>,
+    deadline: Option<Instant>,
 }
 
-/// The settings an [`SseLayer`](crate::SseLayer) hands to the bodies created under it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Settings {
-    pub(crate) keep_alive: KeepAlive,
-    pub(crate) retry: Option<Duration>,
-    pub(crate) coalesce: usize,
-    pub(crate) on_error: ErrorPolicy,
-    pub(crate) open_frame: bool,
-}
-
-/// Default cap of one coalesced frame, in bytes.
-pub(crate) const DEFAULT_COALESCE: usize = 16 * 1024;
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            keep_alive: KeepAlive::default(),
-            retry: None,
-            coalesce: DEFAULT_COALESCE,
-            on_error: ErrorPolicy::default(),
-            open_frame: true,
+impl IdleTimer {
+    /// Restarts the interval: a frame was just sent.
+    pub(crate) fn bump(&mut self, keep_alive: &KeepAlive) {
+        if let Some(period) = keep_alive.period() {
+            self.deadline = Some(Instant::now() + period);
         }
     }
-}
 
-impl Settings {
-    /// The shared default settings, allocated once per process.
-    pub(crate) fn shared_default() -> Arc<Settings> {
-        static DEFAULT: OnceLock<Arc<Settings>> = OnceLock::new();
-        DEFAULT.get_or_init(Arc::default).clone()
-    }
-
-    /// The first frame of a stream: the retry hint when one is set, else an empty comment. Either
-    /// way a single line with no blank line after it, so no client dispatches anything.
-    pub(crate) fn open_frame(&self) -> Bytes {
-        match self.retry {
-            Some(retry) => {
-                let mut buf = BytesMut::with_capacity(28);
-                buf.put_slice(b"retry: ");
-                crate::event::put_u64(&mut buf, crate::delay::millis(retry));
-                buf.put_u8(b'\n');
-                buf.freeze()
+    /// Ready with the keep-alive frame once the interval has passed since the last frame (or
+    /// since the first poll, before any frame). Never ready when keep-alive is off.
+    pub(crate) fn poll(&mut self, keep_alive: &KeepAlive, cx: &mut Context<'_>) -> Poll<Bytes> {
+        let Some(period) = keep_alive.period() else {
+            return Poll::Pending;
+        };
+        let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + period);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
             }
-            None => Bytes::from_static(b":\n"),
+            ready!(sleep.as_mut().poll(cx));
+            let now = Instant::now();
+            if now >= deadline {
+                self.deadline = Some(now + period);
+                return Poll::Ready(keep_alive.frame().clone());
+            }
         }
     }
 }
-
-/// Setters shared by [`SseLayer`](crate::SseLayer) and [`SseBody`](crate::SseBody).
-macro_rules! settings_setters {
-    ($($settings:ident).+) => {
-        /// Sets the keep-alive comments. Default: [`KeepAlive::new`](crate::KeepAlive::new), every
-        /// 15 seconds.
-        pub fn keep_alive(mut self, keep_alive: $crate::KeepAlive) -> Self {
-            std::sync::Arc::make_mut(&mut self.$($settings).+).keep_alive = keep_alive;
-            self
-        }
-
-        /// Sets the reconnection time sent to the client as a `retry:` line in the first frame of
-        /// the stream, in whole milliseconds, saturating at 2³¹−1 ms (about 24.8 days). Default:
-        /// none (the client keeps its own, about 3 s in browsers).
-        pub fn retry(mut self, retry: std::time::Duration) -> Self {
-            std::sync::Arc::make_mut(&mut self.$($settings).+).retry = Some(retry);
-            self
-        }
-
-        /// Sets the most bytes gathered into one frame when several events are ready at once.
-        /// Events are never split: a frame stops growing once it reaches the cap, so it may exceed
-        /// it by one event. `0` sends each event in a frame of its own. Default: 16 KiB.
-        pub fn coalesce(mut self, max_bytes: usize) -> Self {
-            std::sync::Arc::make_mut(&mut self.$($settings).+).coalesce = max_bytes;
-            self
-        }
-
-        /// Sets what happens when the stream yields an error. Default:
-        /// [`ErrorPolicy::Close`](crate::ErrorPolicy::Close).
-        pub fn on_error(mut self, policy: $crate::ErrorPolicy) -> Self {
-            std::sync::Arc::make_mut(&mut self.$($settings).+).on_error = policy;
-            self
-        }
-
-        /// Sets whether a first frame is sent as soon as the stream opens (the `retry:` hint, or
-        /// an empty comment), so that the response headers and first bytes pass buffering
-        /// proxies at once. Default: `true`.
-        pub fn open_frame(mut self, enabled: bool) -> Self {
-            std::sync::Arc::make_mut(&mut self.$($settings).+).open_frame = enabled;
-            self
-        }
-    };
-}
-pub(crate) use settings_setters;
 
 #[cfg(test)]
 mod tests {
@@ -229,20 +171,5 @@ mod tests {
             KeepAlive::new().interval(Duration::MAX).period(),
             Some(Duration::from_millis(2_147_483_647))
         );
-        let settings = Settings {
-            retry: Some(Duration::MAX),
-            ..Settings::default()
-        };
-        assert_eq!(settings.open_frame(), "retry: 2147483647\n");
-    }
-
-    #[test]
-    fn open_frame_carries_retry_in_millis() {
-        let settings = Settings {
-            retry: Some(Duration::from_millis(1500)),
-            ..Settings::default()
-        };
-        assert_eq!(settings.open_frame(), "retry: 1500\n");
-        assert_eq!(Settings::default().open_frame(), ":\n");
     }
 }

@@ -1,8 +1,8 @@
 //! [`SseLayer`]: the tower layer that configures and frames SSE responses.
 
 use crate::{
-    keep_alive::{settings_setters, Settings},
     service::SseService,
+    settings::{settings_setters, Settings},
     shutdown::Shutdown,
 };
 use std::sync::{
@@ -123,7 +123,7 @@ impl SseLayer {
         Self::default()
     }
 
-    settings_setters!(settings);
+    settings_setters!("Default:", settings);
 
     /// Caps the number of SSE streams open at once under this layer (and its clones). Beyond
     /// it, requests that would stream get `503 Service Unavailable` with a `Retry-After` header

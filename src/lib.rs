@@ -47,6 +47,21 @@
 //! - [`io::SendTimeout`]: closes connections whose peer accepts no bytes for too long.
 //! - [`decode`]: a client-side decoder that follows the spec's parsing algorithm.
 //!
+//! # Control events
+//!
+//! Besides the application's own events, the crate may send these, each named so that no
+//! `EventSource` built-in handler (`message`, `open`, `error`) fires for it, and none with an
+//! `id` (so a client's `Last-Event-ID` always names an application event):
+//!
+//! | name | sent when | data |
+//! |---|---|---|
+//! | [`stream-error`](STREAM_ERROR) | the stream failed, under [`ErrorPolicy::Close`] (the default) or `CloseWithMessage`; it carries a `retry:` back-off and ends the stream | [`STREAM_ERROR_DATA`], or the error's text with `CloseWithMessage` |
+//! | [`history-lost`](hub::HISTORY_LOST) | a hub subscriber's `Last-Event-ID` cannot be resumed from | `{"reason":"history-lost"}` |
+//! | [`evicted`](hub::EVICTED) | a hub subscriber fell too far behind under [`hub::LagPolicy::Evict`]; it carries a `retry:` hint and ends the stream | `{"behind":N}` |
+//! | [`missed`](hub::MISSED) | a hub subscriber skipped events under [`hub::LagPolicy::Skip`] | `{"missed":N}` |
+//!
+//! The final event of a [`Shutdown`] or [`hub::Hub::close`] is the application's own.
+//!
 //! # Features
 //!
 //! - `json`: `Event::json` and `EventBuilder::json_data`, with serde.
@@ -74,6 +89,7 @@ mod last_event_id;
 mod layer;
 mod scope;
 mod service;
+mod settings;
 mod shutdown;
 mod sync;
 
@@ -85,10 +101,11 @@ pub use body::{SseBody, SseItem};
 pub use disconnect::{CloseReason, Disconnect};
 pub use event::{Event, EventBuilder, EventError, Field};
 pub use future::ResponseFuture;
-pub use keep_alive::{ErrorPolicy, KeepAlive};
+pub use keep_alive::KeepAlive;
 pub use last_event_id::{LastEventId, LAST_EVENT_ID, MAX_LAST_EVENT_ID_LEN};
 pub use layer::SseLayer;
 pub use service::SseService;
+pub use settings::{ErrorPolicy, STREAM_ERROR, STREAM_ERROR_DATA};
 pub use shutdown::Shutdown;
 
 /// A `204 No Content` response: the documented way to make a browser's `EventSource` stop

@@ -8,8 +8,8 @@
 
 use crate::{
     disconnect::CloseGuard,
-    keep_alive::Settings,
     layer::Streams,
+    settings::Settings,
     shutdown::{Shutdown, ShutdownWatch},
 };
 use std::{cell::RefCell, sync::Arc};

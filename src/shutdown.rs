@@ -1,17 +1,15 @@
 //! [`Shutdown`]: end every SSE stream under a layer, for a graceful server shutdown.
 
-use crate::{
-    sync::{lock, take_wakers},
-    Event,
-};
+use crate::{sync::lock, Event};
+use atomic_waker::AtomicWaker;
 use slab::Slab;
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    task::{Context, Waker},
+    task::Context,
 };
 
 /// Ends every SSE response created under the layers it is given to, for a graceful shutdown.
@@ -19,9 +17,21 @@ use std::{
 /// An SSE response never ends by itself, so a server waiting for its connections to finish
 /// would wait forever. Give a `Shutdown` to [`SseLayer::shutdown`](crate::SseLayer::shutdown),
 /// and call [`trigger`](Shutdown::trigger) when the server is told to stop: every open body
-/// then sends the events its stream already has ready, then the final event if one is given
-/// (typically with a `retry` hint saying when to come back), then ends. Bodies created after the
-/// trigger end the same way at once. Cloning is cheap; all clones are the same switch.
+/// then sends every event its stream already has ready (up to the
+/// [`flush_limit`](Shutdown::flush_limit), 1 MiB by default), then the final event if one is
+/// given (typically with a `retry` hint saying when to come back), then ends. Bodies created
+/// after the trigger end the same way at once. Cloning is cheap; all clones are the same switch.
+///
+/// # Stopping a server gracefully
+///
+/// Stop accepting connections, end the streams, then wait (with a deadline) for the
+/// connections to finish. To end the streams, `trigger` covers every stream under the layer,
+/// hub-backed or not: a hub [`Subscription`](crate::hub::Subscription) has every event already
+/// published ready, so those go out (up to the flush limit) before the final event.
+/// [`Hub::close`](crate::hub::Hub::close) ends only that hub's subscriptions, after everything
+/// published and its own final event, with no byte limit; an application whose every stream is
+/// a hub subscription may use either. Give the final event to one of them only: with both, a
+/// client receives two.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -50,22 +60,45 @@ pub struct Shutdown {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     triggered: AtomicBool,
+    flush_limit: AtomicUsize,
     state: Mutex<State>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            triggered: AtomicBool::new(false),
+            flush_limit: AtomicUsize::new(DEFAULT_FLUSH_LIMIT),
+            state: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     final_event: Option<Event>,
-    waiters: Slab<Option<Waker>>,
+    waiters: Slab<Arc<AtomicWaker>>,
 }
+
+/// Default of [`Shutdown::flush_limit`].
+const DEFAULT_FLUSH_LIMIT: usize = 1024 * 1024;
 
 impl Shutdown {
     /// A switch that has not been triggered.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets how many bytes of ready events each body may still send after the trigger, before
+    /// its final event. Events are never split: the body stops once it has sent this much, so
+    /// it may exceed it by one frame. A stream that keeps producing (a busy producer, a large
+    /// backlog) is cut there rather than holding the shutdown up. Default: 1 MiB. Applies to
+    /// every clone of this switch.
+    pub fn flush_limit(self, bytes: usize) -> Self {
+        self.inner.flush_limit.store(bytes, Ordering::Relaxed);
+        self
     }
 
     /// Ends every stream watching this switch, after the events it has ready, with
@@ -76,9 +109,9 @@ impl Shutdown {
             return;
         }
         state.final_event = final_event;
-        let wakers = take_wakers(&mut state.waiters);
+        let wakers: Vec<_> = state.waiters.iter().map(|(_, w)| w.clone()).collect();
         drop(state);
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.iter().for_each(|waker| waker.wake());
     }
 
     /// Whether [`trigger`](Shutdown::trigger) was called.
@@ -92,11 +125,12 @@ impl Shutdown {
     }
 
     pub(crate) fn watch(&self) -> ShutdownWatch {
-        let key = self.lock().waiters.insert(None);
+        let waker = Arc::new(AtomicWaker::new());
+        let key = self.lock().waiters.insert(waker.clone());
         ShutdownWatch {
             shutdown: self.clone(),
             key,
-            registered: false,
+            waker,
         }
     }
 
@@ -117,7 +151,7 @@ impl fmt::Debug for Shutdown {
 pub(crate) struct ShutdownWatch {
     shutdown: Shutdown,
     key: usize,
-    registered: bool,
+    waker: Arc<AtomicWaker>,
 }
 
 impl ShutdownWatch {
@@ -130,19 +164,16 @@ impl ShutdownWatch {
         self.shutdown.lock().final_event.clone()
     }
 
-    /// Makes sure the body's task is woken by the trigger. A connection's body is polled from one
-    /// task for its whole life, so the waker is stored once rather than on every idle poll,
-    /// which keeps the shared lock off the hot path.
-    pub(crate) fn register(&mut self, cx: &Context<'_>) {
-        if self.registered {
-            return;
-        }
-        let mut state = self.shutdown.lock();
-        if let Some(slot) = state.waiters.get_mut(self.key) {
-            *slot = Some(cx.waker().clone());
-        }
-        self.registered = true;
-        drop(state);
+    /// How many bytes a body may still send after the trigger, before its final event.
+    pub(crate) fn flush_limit(&self) -> usize {
+        self.shutdown.inner.flush_limit.load(Ordering::Relaxed)
+    }
+
+    /// Makes sure the task polling the body now is woken by the trigger. A body may move
+    /// between tasks, so the waker is refreshed on every idle poll; the shared lock stays off
+    /// that path.
+    pub(crate) fn register(&self, cx: &Context<'_>) {
+        self.waker.register(cx.waker());
         // Triggered between the caller's check and the registration: wake at once.
         if self.is_triggered() {
             cx.waker().wake_by_ref();

@@ -107,6 +107,19 @@ async fn start_test_server() -> SocketAddr {
         )
         .route("/framing", get(|| async { SseBody::new(framing_stream()) }))
         .route(
+            "/failing",
+            get(|| async {
+                // One event, then an error whose text must never reach the browser.
+                let items = stream::iter([
+                    Ok(Event::message("before the failure")),
+                    Err(std::io::Error::other(
+                        "postgres://app:hunter2@db/prod is down",
+                    )),
+                ]);
+                SseBody::new(items)
+            }),
+        )
+        .route(
             "/resume",
             get(move |last: Option<LastEventId>| {
                 let topic = topic.clone();
@@ -123,6 +136,7 @@ async fn start_test_server() -> SocketAddr {
         .layer(
             SseLayer::new()
                 .retry(Duration::from_millis(50))
+                .error_retry(Duration::from_millis(800))
                 .keep_alive(KeepAlive::new().interval(Duration::from_millis(20))),
         );
     serve(app).await
@@ -186,6 +200,26 @@ async fn eventsource_in_chromium() {
             event("done", "bye", "8"),
         ])
     );
+
+    // A failing stream: the page gets a `stream-error` event with no detail (no secret), the
+    // `onerror` handler sees only the connection closing (never a message), and the browser
+    // waits for the error back-off (800 ms, not the stream's 50 ms) before coming back.
+    let failing = &results["failing"];
+    assert_eq!(
+        failing["messages"],
+        json!(["before the failure"]),
+        "{failing}"
+    );
+    assert_eq!(
+        failing["streamErrors"],
+        json!([r#"{"reason":"error"}"#]),
+        "{failing}"
+    );
+    assert!(!failing.to_string().contains("hunter2"), "{failing}");
+    assert_eq!(failing["onerrorMessages"], json!(0), "{failing}");
+    assert!(failing["onerrorCalls"].as_u64().unwrap() >= 1, "{failing}");
+    let gap = failing["reconnectAfterMs"].as_f64().unwrap();
+    assert!(gap >= 700.0, "reconnected after {gap} ms: {failing}");
 
     // A server-closed stream reconnects and resumes from Last-Event-ID: no loss, no duplicate.
     let resume = &results["resume"];

@@ -17,7 +17,7 @@ use std::{
 };
 use tokio::sync::mpsc;
 use tower::ServiceBuilder;
-use tower_sse::{CloseReason, Disconnect, Event, KeepAlive, SseBody, SseLayer};
+use tower_sse::{CloseReason, Disconnect, ErrorPolicy, Event, KeepAlive, SseBody, SseLayer};
 
 /// A stream that never yields and records when it is dropped.
 struct Idle(Arc<AtomicBool>);
@@ -247,4 +247,76 @@ async fn a_client_that_stops_reading_stalls_the_producer() {
     }
     println!("production resumed after the client read {read} bytes");
     assert!(produced.load(Ordering::SeqCst) > last, "production resumed");
+}
+
+/// A server whose streams yield two events and then an error, all ready at once (`/together`),
+/// or the error in a later poll than the events (`/later`), under `ErrorPolicy::Abort`.
+async fn aborting_server() -> std::net::SocketAddr {
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new().on_error(ErrorPolicy::Abort))
+        .service_fn(|req: Request<Incoming>| async move {
+            let items = stream::iter([
+                Ok(Event::message("one")),
+                Ok(Event::message("two")),
+                Err(std::io::Error::other("boom")),
+            ]);
+            let events = if req.uri().path() == "/later" {
+                // Each item after a pause, so each goes to the server in a poll of its own.
+                items
+                    .then(|item| async move {
+                        tokio::task::yield_now().await;
+                        item
+                    })
+                    .boxed()
+            } else {
+                items.boxed()
+            };
+            Ok::<_, Infallible>(Response::new(SseBody::new(events)))
+        });
+    serve(svc).await
+}
+
+#[tokio::test]
+async fn abort_delivers_the_events_before_the_error_over_http1() {
+    let addr = aborting_server().await;
+    for path in ["/together", "/later"] {
+        let mut client = RawClient::get(addr, path, &[]).await;
+        assert_eq!(client.status(), 200);
+        let (raw, messages) = client.read_to_end().await;
+        assert_eq!(
+            String::from_utf8(raw).unwrap(),
+            ":\ndata: one\n\ndata: two\n\n",
+            "{path}"
+        );
+        assert_eq!(messages.len(), 2);
+        // Aborted: the connection closed without the chunked body's last chunk.
+        assert!(client.ended);
+        assert!(client.head.contains("transfer-encoding: chunked"));
+    }
+}
+
+#[tokio::test]
+async fn abort_delivers_the_events_before_the_error_over_http2() {
+    let addr = aborting_server().await;
+    let mut client = h2_client(addr).await;
+    for path in ["/together", "/later"] {
+        let response = client.send_request(h2_get(addr, path)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut received = Vec::new();
+        let reset = loop {
+            match body.frame().await {
+                Some(Ok(frame)) => received.extend_from_slice(&frame.into_data().unwrap()),
+                Some(Err(err)) => break err,
+                None => panic!("{path}: the stream ended normally instead of being reset"),
+            }
+        };
+        assert_eq!(
+            String::from_utf8(received).unwrap(),
+            ":\ndata: one\n\ndata: two\n\n",
+            "{path}"
+        );
+        // Aborted: the server reset the stream.
+        assert!(format!("{reset:?}").contains("INTERNAL_ERROR"), "{reset:?}");
+    }
 }

@@ -83,10 +83,19 @@ async fn graceful_shutdown_ends_every_stream_over_http1_and_http2() {
     }
     assert!(eventually(Duration::from_secs(5), || layer.open_streams() == 20).await);
 
-    // Events accepted just before the shutdown must still be delivered.
+    // Events accepted just before the shutdown must all be delivered: 100 of 1 KiB each, far
+    // more than one coalesced frame.
+    let accepted: Vec<String> = (0..100)
+        .map(|i| format!("{i:04}{}", "x".repeat(1020)))
+        .collect();
     for tx in &txs {
-        tx.send(Event::message("accepted")).unwrap();
+        for data in &accepted {
+            tx.send(Event::message(data)).unwrap();
+        }
     }
+    let mut expected: Vec<(&str, &str)> =
+        accepted.iter().map(|d| ("message", d.as_str())).collect();
+    expected.push(("shutdown", "bye"));
     let bye = Event::builder()
         .event("shutdown")
         .retry(Duration::from_secs(7))
@@ -102,21 +111,81 @@ async fn graceful_shutdown_ends_every_stream_over_http1_and_http2() {
             .iter()
             .map(|m| (m.event.as_str(), m.data.as_str()))
             .collect();
-        assert_eq!(got, [("message", "accepted"), ("shutdown", "bye")]);
+        assert_eq!(got, expected);
         assert_eq!(client.decoder.retry(), Some(7000));
         assert!(client.ended, "the chunked response was finished");
     }
     for body in h2_bodies {
         let bytes = body.collect().await.unwrap().to_bytes();
         let messages = Decoder::new().feed(&bytes);
-        let got: Vec<&str> = messages.iter().map(|m| m.data.as_str()).collect();
-        assert_eq!(got, ["accepted", "bye"], "over HTTP/2");
+        let got: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m.event.as_str(), m.data.as_str()))
+            .collect();
+        assert_eq!(got, expected, "over HTTP/2");
     }
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("the server exits in bounded time")
         .unwrap();
     assert_eq!(layer.open_streams(), 0);
+}
+
+/// A body under a layer with `shutdown`, over a stream of `ready` events of 1 KiB.
+async fn body_under_shutdown(
+    shutdown: &Shutdown,
+    ready: usize,
+) -> impl http_body::Body<Data = bytes::Bytes, Error = tower_sse::BoxError> {
+    use tower::ServiceExt;
+    let events: Vec<Event> = (0..ready)
+        .map(|i| Event::message(format!("{i:04}{}", "x".repeat(1020))))
+        .collect();
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new().open_frame(false).shutdown(shutdown))
+        .service_fn(move |_req: Request<()>| {
+            let events = stream::iter(events.clone()).chain(stream::pending());
+            async move { Ok::<_, Infallible>(Response::new(SseBody::new(events))) }
+        });
+    svc.oneshot(Request::new(())).await.unwrap().into_body()
+}
+
+#[tokio::test]
+async fn shutdown_delivers_ready_events_up_to_the_flush_limit() {
+    let shutdown = Shutdown::new().flush_limit(4 * 1024);
+    let body = body_under_shutdown(&shutdown, 100).await;
+    shutdown.trigger(Some(
+        Event::builder().event("bye").data("").build().unwrap(),
+    ));
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let messages = Decoder::new().feed(&bytes);
+    // Each event is 1,033 bytes on the wire: frames stop once 4 KiB have gone out, so four
+    // whole events, then the final one.
+    let names: Vec<&str> = messages.iter().map(|m| m.event.as_str()).collect();
+    assert_eq!(names, ["message", "message", "message", "message", "bye"]);
+    assert!(messages[3].data.starts_with("0003"));
+}
+
+#[tokio::test]
+async fn shutdown_wakes_a_body_that_moved_to_another_task() {
+    let shutdown = Shutdown::new();
+    let mut body = Box::pin(body_under_shutdown(&shutdown, 0).await);
+    // First polled (and left waiting) by one task...
+    let mut body = tokio::spawn(async move {
+        let polled = futures_util::poll!(body.frame());
+        assert!(polled.is_pending());
+        body
+    })
+    .await
+    .unwrap();
+    // ...then waited on by another: the trigger must wake this one.
+    let waiter = tokio::spawn(async move { body.frame().await.map(|f| f.is_ok()) });
+    tokio::task::yield_now().await;
+    shutdown.trigger(None);
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the trigger woke the body's new task")
+        .unwrap();
+    assert_eq!(ended, None, "the stream ended");
 }
 
 #[tokio::test]
@@ -267,31 +336,33 @@ async fn odd_last_event_id_headers_are_ignored_without_error() {
 async fn a_panicking_stream_ends_its_response_and_spares_the_others() {
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let rx = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
-    let svc =
-        ServiceBuilder::new()
-            .layer(SseLayer::new())
-            .service_fn(move |req: Request<Incoming>| {
-                let rx = rx.clone();
-                async move {
-                    let events: stream::BoxStream<'static, Event> = if req.uri().path() == "/panic"
-                    {
-                        stream::iter(0..)
-                            .then(|i| async move {
-                                tokio::time::sleep(Duration::from_millis(10)).await;
-                                if i == 2 {
-                                    panic!("application bug");
-                                }
-                                Event::message(i.to_string())
-                            })
-                            .boxed()
-                    } else if let Some(rx) = rx.lock().unwrap().take() {
-                        UnboundedReceiverStream::new(rx).boxed()
-                    } else {
-                        stream::iter([Event::message("fresh")]).boxed()
-                    };
-                    Ok::<_, Infallible>(Response::new(SseBody::new(events)))
-                }
-            });
+    let (errors_tx, mut errors) = mpsc::unbounded_channel::<String>();
+    let layer = SseLayer::new().on_stream_error(move |err| {
+        let _ = errors_tx.send(err.to_string());
+    });
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |req: Request<Incoming>| {
+            let rx = rx.clone();
+            async move {
+                let events: stream::BoxStream<'static, Event> = if req.uri().path() == "/panic" {
+                    stream::iter(0..)
+                        .then(|i| async move {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            if i == 2 {
+                                panic!("application bug");
+                            }
+                            Event::message(i.to_string())
+                        })
+                        .boxed()
+                } else if let Some(rx) = rx.lock().unwrap().take() {
+                    UnboundedReceiverStream::new(rx).boxed()
+                } else {
+                    stream::iter([Event::message("fresh")]).boxed()
+                };
+                Ok::<_, Infallible>(Response::new(SseBody::new(events)))
+            }
+        });
     let addr = serve(svc).await;
     let mut healthy = RawClient::get(addr, "/ok", &[]).await;
     tx.send(Event::message("before")).unwrap();
@@ -308,10 +379,13 @@ async fn a_panicking_stream_ends_its_response_and_spares_the_others() {
         [
             ("message", "0"),
             ("message", "1"),
-            ("error", "the event stream panicked")
+            ("stream-error", r#"{"reason":"error"}"#)
         ]
     );
     assert!(buggy.ended, "the response ended cleanly");
+    assert_eq!(buggy.decoder.retry(), Some(5000), "with a back-off");
+    // The server is told what happened; the client was not.
+    assert_eq!(errors.recv().await.unwrap(), "the event stream panicked");
 
     tx.send(Event::message("after")).unwrap();
     assert_eq!(

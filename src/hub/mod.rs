@@ -237,11 +237,11 @@ impl Hub {
         before - topics.len()
     }
 
-    /// Ends every subscription, for a graceful shutdown: each first delivers the events already
-    /// published, then `final_event` if given (an event with a `retry` hint tells clients when to
-    /// come back), then its stream ends, so the server can finish its responses and exit.
-    /// Subscriptions made afterwards end the same way at once. Publishing still works, for
-    /// whatever the history should hold.
+    /// Ends every subscription: each first delivers the events already published, then
+    /// `final_event` if given (an event with a `retry` hint tells clients when to come back),
+    /// then its stream ends. Subscriptions made afterwards end the same way at once. Publishing
+    /// still works, for whatever the history should hold. For how this fits a graceful server
+    /// shutdown, see [`Shutdown`](crate::Shutdown#stopping-a-server-gracefully).
     pub fn close(&self, final_event: Option<Event>) {
         let mut topics = lock(&self.topics);
         *lock(&self.closed) = Some(final_event.clone());

@@ -48,6 +48,37 @@ try {
       }),
   );
 
+  // A failing stream: what the page's handlers see, and when the browser comes back.
+  results.failing = await page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const out = { messages: [], streamErrors: [], onerrorCalls: 0, onerrorMessages: 0 };
+        let failedAt = null;
+        let opens = 0;
+        const source = new EventSource("/failing");
+        source.onmessage = (e) => {
+          if (opens === 1) out.messages.push(e.data);
+        };
+        source.addEventListener("stream-error", (e) => {
+          out.streamErrors.push(e.data);
+          failedAt = performance.now();
+        });
+        source.onerror = (e) => {
+          out.onerrorCalls += 1;
+          if (e instanceof MessageEvent) out.onerrorMessages += 1;
+        };
+        source.onopen = () => {
+          opens += 1;
+          if (opens === 2) {
+            out.reconnectAfterMs = performance.now() - failedAt;
+            source.close();
+            resolve(out);
+          }
+        };
+        setTimeout(() => resolve({ timeout: true, ...out }), 15000);
+      }),
+  );
+
   // Resume: the server ends the stream every few events; the browser reconnects on its own with
   // Last-Event-ID, and must see every event exactly once, in order.
   results.resume = await page.evaluate(
