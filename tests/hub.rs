@@ -218,16 +218,47 @@ async fn skip_policy_jumps_ahead_with_a_missed_event() {
     for i in 0..30 {
         topic.publish(Event::message(i.to_string())).unwrap();
     }
+    // The 29 before the newest are missed; the newest is delivered at once.
     let got = ready_messages(&mut sub, &mut decoder);
-    assert_eq!(got.len(), 1);
+    assert_eq!(got.len(), 2);
     assert_eq!(got[0].event, MISSED);
-    assert_eq!(got[0].data, r#"{"missed":30}"#);
+    assert_eq!(got[0].data, r#"{"missed":29}"#);
+    assert_eq!(
+        (got[1].event.as_str(), got[1].data.as_str()),
+        ("message", "29")
+    );
+    // The control event has no id: the client's last id is the newest event's.
+    assert_eq!(got[0].last_event_id, "");
+    assert_ne!(got[1].last_event_id, "");
     // Live again after the gap.
     topic.publish(Event::message("live")).unwrap();
     let live = ready_messages(&mut sub, &mut decoder);
     assert_eq!(data(&live), ["live"]);
-    assert_eq!(hub.stats().skipped, 30);
+    assert_eq!(hub.stats().skipped, 29);
     assert_eq!(topic.subscribers(), 1);
+}
+
+#[tokio::test]
+async fn skip_delivers_a_newest_event_larger_than_the_byte_bound() {
+    let hub = Hub::builder()
+        .max_lag(1_000, 50)
+        .lag_policy(LagPolicy::Skip)
+        .build();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    for i in 0..3 {
+        topic
+            .publish(Event::message(format!("{i}{}", "x".repeat(99))))
+            .unwrap();
+    }
+    let got = ready_messages(&mut sub, &mut Decoder::new());
+    assert_eq!(
+        got.len(),
+        2,
+        "one missed event, then the newest, then nothing"
+    );
+    assert_eq!(got[0].data, r#"{"missed":2}"#);
+    assert!(got[1].data.starts_with('2'));
 }
 
 #[tokio::test]
@@ -269,7 +300,8 @@ async fn a_subscriber_whose_next_event_left_the_history_is_lagging() {
     assert_eq!(topic.history_len(), 5);
     let got = ready_messages(&mut sub, &mut Decoder::new());
     assert_eq!(got[0].event, MISSED);
-    assert_eq!(got[0].data, r#"{"missed":8}"#);
+    assert_eq!(got[0].data, r#"{"missed":7}"#);
+    assert_eq!(data(&got[1..]), ["7"]);
 }
 
 #[tokio::test]
@@ -305,6 +337,8 @@ async fn history_expires_by_age_and_prune_removes_idle_topics() {
     drop(sub);
 
     tokio::time::advance(Duration::from_secs(31)).await;
+    // Expired events are not counted, even before anything else touches the topic.
+    assert_eq!(topic.history_len(), 1);
     let mut sub = topic.subscribe_with_recent(None, 10);
     assert_eq!(
         data(&ready_messages(&mut sub, &mut Decoder::new())),
@@ -503,4 +537,40 @@ async fn close_flushes_published_events_then_the_final_event_then_ends() {
         ["restarting"]
     );
     assert_eq!(late.next().await, None);
+}
+
+#[tokio::test]
+async fn control_events_carry_no_id_and_no_eventsource_name() {
+    let mut control = Vec::new();
+    let hub = Hub::new();
+    let lost = hub.topic("t").subscribe(Some(&id("nowhere"))).next().await;
+    control.push(lost.unwrap());
+    for policy in [
+        LagPolicy::Skip,
+        LagPolicy::Evict {
+            retry: Duration::from_secs(1),
+        },
+    ] {
+        let hub = Hub::builder()
+            .max_lag(2, u64::MAX)
+            .lag_policy(policy)
+            .build();
+        let topic = hub.topic("t");
+        let mut sub = topic.subscribe(None);
+        for i in 0..5 {
+            topic.publish(Event::message(i.to_string())).unwrap();
+        }
+        control.push(sub.next().await.unwrap());
+    }
+    let names: Vec<String> = control
+        .iter()
+        .map(|event| Decoder::new().feed(event.as_bytes())[0].event.clone())
+        .collect();
+    assert_eq!(names, [HISTORY_LOST, MISSED, EVICTED]);
+    for event in &control {
+        assert_eq!(event.id(), None, "{event:?}");
+    }
+    for name in names {
+        assert!(!["error", "open", "message"].contains(&name.as_str()));
+    }
 }

@@ -15,8 +15,8 @@
 //!
 //! - A subscriber that falls further behind than allowed gets the [`LagPolicy`]: `Evict` ends its
 //!   stream with a final [`EVICTED`] event carrying a `retry` hint (it reconnects and replays from
-//!   its last id), `Skip` jumps it to the newest event after a [`MISSED`] event that says how many
-//!   it missed.
+//!   its last id), `Skip` jumps it to the newest event (which it then receives) after a [`MISSED`]
+//!   event that says how many it missed.
 //! - A subscriber whose `Last-Event-ID` is no longer in the history (too old, from another server
 //!   run, or unknown) receives a [`HISTORY_LOST`] event first, then live events, so the app can
 //!   resync; it never gets a silent partial replay.
@@ -104,7 +104,8 @@ pub enum LagPolicy {
         /// The reconnection delay sent to the client.
         retry: Duration,
     },
-    /// Jump to the newest event, after a [`MISSED`] event whose data is `{"missed":N}`.
+    /// Jump to the newest event: a [`MISSED`] event whose data is `{"missed":N}` (the events
+    /// jumped over), then the newest event, then live events.
     Skip,
 }
 

@@ -112,9 +112,12 @@ impl Stream for Subscription {
         let mut state = lock(&this.topic.shared.state);
 
         let lag_from = this.cursor.max(this.joined);
+        // Only the newest event left to read is never lag, whatever its size: it is where a
+        // skipping subscriber lands.
         let lagging = this.cursor < state.first_seq
             || state.next_seq - lag_from > core.config.max_lag_events
-            || state.bytes_from(lag_from) > core.config.max_lag_bytes;
+            || (state.next_seq - lag_from > 1
+                && state.bytes_from(lag_from) > core.config.max_lag_bytes);
         if lagging {
             let behind = state.next_seq - this.cursor;
             match core.config.policy {
@@ -126,10 +129,14 @@ impl Stream for Subscription {
                     return Poll::Ready(Some(control_event(EVICTED, &data, Some(retry))));
                 }
                 LagPolicy::Skip => {
-                    this.cursor = state.next_seq;
+                    // Land on the newest event, which is delivered next; only the events
+                    // before it are missed.
+                    let newest = state.next_seq.saturating_sub(1).max(state.first_seq);
+                    let missed = newest - this.cursor;
+                    this.cursor = newest;
                     drop(state);
-                    core.counters.skipped.fetch_add(behind, Ordering::Relaxed);
-                    let data = format!(r#"{{"missed":{behind}}}"#);
+                    core.counters.skipped.fetch_add(missed, Ordering::Relaxed);
+                    let data = format!(r#"{{"missed":{missed}}}"#);
                     return Poll::Ready(Some(control_event(MISSED, &data, None)));
                 }
             }

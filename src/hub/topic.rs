@@ -168,9 +168,12 @@ impl Topic {
         lock(&self.shared.state).waiters.len()
     }
 
-    /// How many events the history holds now.
+    /// How many events the history holds now, events older than
+    /// [`history_age`](super::HubBuilder::history_age) excluded (they are dropped here).
     pub fn history_len(&self) -> usize {
-        lock(&self.shared.state).ring.len()
+        let mut state = lock(&self.shared.state);
+        state.trim(&self.shared.core, Instant::now());
+        state.ring.len()
     }
 
     /// Publishes an event to every subscriber, and returns its id.
