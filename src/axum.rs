@@ -51,7 +51,7 @@
 //! ```
 
 use crate::{
-    body::SseItem, future::set_sse_headers, io::SendTimeout, BoxError, Disconnect, LastEventId,
+    body::SseItem, headers::set_sse_headers, io::SendTimeout, BoxError, Disconnect, LastEventId,
     SseBody,
 };
 use axum::{

@@ -291,6 +291,93 @@ where
     Gathered::Full
 }
 
+/// What `poll_frame` returns.
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+/// The states in which the stream is not read: ended, aborting, or opening with an open frame.
+/// `None` when the stream is to be read now.
+fn before_streaming(
+    state: &mut State,
+    settings: &Settings,
+    idle: &mut IdleTimer,
+    cx: &mut Context<'_>,
+) -> Option<Polled> {
+    match state {
+        State::Done => Some(Poll::Ready(None)),
+        State::Aborting { yields, .. } if *yields > 0 => {
+            *yields -= 1;
+            cx.waker().wake_by_ref();
+            Some(Poll::Pending)
+        }
+        State::Aborting { .. } => match std::mem::replace(state, State::Done) {
+            State::Aborting { error, .. } => Some(Poll::Ready(Some(Err(error)))),
+            _ => Some(Poll::Ready(None)),
+        },
+        State::Opening => {
+            *state = State::Streaming;
+            settings.open_frame.then(|| {
+                idle.bump(&settings.keep_alive);
+                Poll::Ready(Some(Ok(Frame::data(settings.open_frame()))))
+            })
+        }
+        State::Streaming | State::Draining { .. } => None,
+    }
+}
+
+/// What ends a stream: the disconnect guard to close with a reason, the error policy, and the
+/// shutdown's final event.
+struct Ends<'a> {
+    guard: Option<&'a CloseGuard>,
+    settings: &'a Settings,
+    shutdown: Option<&'a ShutdownWatch>,
+}
+
+impl Ends<'_> {
+    /// The state after gathering a frame, adding any last event to the frame.
+    fn next_state(&self, state: State, gathered: Gathered, frame: &mut FrameBuf) -> State {
+        match gathered {
+            Gathered::Ended => {
+                self.close(CloseReason::Completed);
+                State::Done
+            }
+            Gathered::Failed(error) => {
+                self.close(CloseReason::Error);
+                self.settings.report(&error);
+                if self.settings.on_error == ErrorPolicy::Abort {
+                    return State::Aborting {
+                        error,
+                        yields: ABORT_YIELDS,
+                    };
+                }
+                frame.push(self.settings.error_event(&error));
+                State::Done
+            }
+            Gathered::Full | Gathered::Pending => match state {
+                State::Draining { budget } => {
+                    let budget = budget.saturating_sub(frame.len);
+                    if matches!(gathered, Gathered::Full) && budget > 0 {
+                        return State::Draining { budget };
+                    }
+                    // Everything that was ready went out (or the budget is spent): the final
+                    // event ends the stream, in the same frame.
+                    if let Some(event) = self.shutdown.and_then(ShutdownWatch::final_event) {
+                        frame.push(event.into_bytes());
+                    }
+                    self.close(CloseReason::Shutdown);
+                    State::Done
+                }
+                state => state,
+            },
+        }
+    }
+
+    fn close(&self, reason: CloseReason) {
+        if let Some(guard) = self.guard {
+            guard.close(reason);
+        }
+    }
+}
+
 impl<S> Body for SseBody<S>
 where
     S: Stream,
@@ -300,34 +387,11 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.project();
         let settings = &**this.settings;
-        match this.state {
-            State::Done => return Poll::Ready(None),
-            State::Aborting { yields, .. } if *yields > 0 => {
-                *yields -= 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            State::Aborting { .. } => {
-                let State::Aborting { error, .. } = std::mem::replace(this.state, State::Done)
-                else {
-                    unreachable!("matched above")
-                };
-                return Poll::Ready(Some(Err(error)));
-            }
-            State::Opening => {
-                *this.state = State::Streaming;
-                if settings.open_frame {
-                    this.idle.bump(&settings.keep_alive);
-                    return Poll::Ready(Some(Ok(Frame::data(settings.open_frame()))));
-                }
-            }
-            State::Streaming | State::Draining { .. } => {}
+        if let Some(poll) = before_streaming(this.state, settings, this.idle, cx) {
+            return poll;
         }
         if let (State::Streaming, Some(shutdown)) = (&*this.state, &*this.shutdown) {
             if shutdown.is_triggered() {
@@ -338,50 +402,22 @@ where
         }
 
         let mut frame = FrameBuf::new();
-        let gathered = match this.state {
+        let stream = this.stream.get_pin_mut();
+        let gathered = match *this.state {
             // Shutdown with no budget left: straight to the final event.
             State::Draining { budget: 0 } => Gathered::Pending,
             State::Draining { budget } => {
-                let cap = settings.coalesce.min(*budget);
-                gather(this.stream.get_pin_mut(), cx, cap, &mut frame)
+                gather(stream, cx, settings.coalesce.min(budget), &mut frame)
             }
-            _ => gather(this.stream.get_pin_mut(), cx, settings.coalesce, &mut frame),
+            _ => gather(stream, cx, settings.coalesce, &mut frame),
         };
-        match gathered {
-            Gathered::Ended => {
-                close(this.guard, CloseReason::Completed);
-                *this.state = State::Done;
-            }
-            Gathered::Failed(error) => {
-                close(this.guard, CloseReason::Error);
-                settings.report(&error);
-                *this.state = match settings.on_error {
-                    ErrorPolicy::Abort => State::Aborting {
-                        error,
-                        yields: ABORT_YIELDS,
-                    },
-                    _ => {
-                        frame.push(settings.error_event(&error));
-                        State::Done
-                    }
-                };
-            }
-            Gathered::Full | Gathered::Pending => {
-                let more = matches!(gathered, Gathered::Full);
-                if let State::Draining { budget } = this.state {
-                    *budget = budget.saturating_sub(frame.len);
-                    if !more || *budget == 0 {
-                        // Everything that was ready went out (or the budget is spent): the
-                        // final event ends the stream, in the same frame.
-                        if let Some(event) = this.shutdown.as_ref().and_then(|s| s.final_event()) {
-                            frame.push(event.into_bytes());
-                        }
-                        close(this.guard, CloseReason::Shutdown);
-                        *this.state = State::Done;
-                    }
-                }
-            }
-        }
+        let ends = Ends {
+            guard: this.guard.as_ref(),
+            settings,
+            shutdown: this.shutdown.as_ref(),
+        };
+        let state = std::mem::replace(this.state, State::Done);
+        *this.state = ends.next_state(state, gathered, &mut frame);
 
         if let Some(bytes) = frame.take() {
             this.idle.bump(&settings.keep_alive);
@@ -396,7 +432,6 @@ where
             }
             _ => {}
         }
-
         // The stream is pending: wake up for a shutdown, and for the keep-alive timer, which is
         // polled nowhere else.
         if let Some(shutdown) = this.shutdown {
@@ -413,12 +448,6 @@ where
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
-    }
-}
-
-fn close(guard: &Option<CloseGuard>, reason: CloseReason) {
-    if let Some(guard) = guard {
-        guard.close(reason);
     }
 }
 

@@ -1,12 +1,9 @@
 //! Telling the application when an SSE response ends, and why.
 
-use crate::layer::Streams;
+use crate::streams::Streams;
 use std::{
     fmt,
-    sync::{
-        atomic::{AtomicU8, Ordering},
-        Arc,
-    },
+    sync::{Arc, OnceLock},
 };
 use tokio::sync::Notify;
 
@@ -28,33 +25,9 @@ pub enum CloseReason {
     Shutdown,
 }
 
-const OPEN: u8 = 0;
-
-impl CloseReason {
-    fn to_u8(self) -> u8 {
-        match self {
-            CloseReason::Completed => 1,
-            CloseReason::Disconnected => 2,
-            CloseReason::Error => 3,
-            CloseReason::NoStream => 4,
-            CloseReason::Shutdown => 5,
-        }
-    }
-
-    fn from_u8(n: u8) -> Option<Self> {
-        Some(match n {
-            1 => CloseReason::Completed,
-            2 => CloseReason::Disconnected,
-            3 => CloseReason::Error,
-            4 => CloseReason::NoStream,
-            5 => CloseReason::Shutdown,
-            _ => return None,
-        })
-    }
-}
-
 struct Shared {
-    state: AtomicU8,
+    /// Set once, by the first end.
+    reason: OnceLock<CloseReason>,
     notify: Notify,
 }
 
@@ -86,7 +59,7 @@ pub struct Disconnect {
 impl Disconnect {
     pub(crate) fn pair() -> (Disconnect, CloseGuard) {
         let shared = Arc::new(Shared {
-            state: AtomicU8::new(OPEN),
+            reason: OnceLock::new(),
             notify: Notify::new(),
         });
         (
@@ -115,7 +88,7 @@ impl Disconnect {
 
     /// Why the response ended, or `None` while it is still open.
     pub fn reason(&self) -> Option<CloseReason> {
-        CloseReason::from_u8(self.shared.state.load(Ordering::Acquire))
+        self.shared.reason.get().copied()
     }
 
     /// Whether the response has ended.
@@ -146,12 +119,7 @@ impl CloseGuard {
     }
 
     pub(crate) fn close(&self, reason: CloseReason) {
-        if self
-            .shared
-            .state
-            .compare_exchange(OPEN, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.shared.reason.set(reason).is_ok() {
             self.shared.notify.notify_waiters();
         }
     }

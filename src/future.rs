@@ -2,19 +2,16 @@
 
 use crate::{
     disconnect::{CloseReason, Disconnect},
-    scope::{self, Refusal, Scope},
+    headers::{refuse, set_sse_headers},
+    scope::{self, Scope},
 };
-use http::{
-    header::{self, HeaderName, HeaderValue},
-    HeaderMap, Response, StatusCode,
-};
+use http::Response;
 use pin_project_lite::pin_project;
 use std::{
     fmt,
     future::Future,
     pin::Pin,
     task::{ready, Context, Poll},
-    time::Duration,
 };
 
 pin_project! {
@@ -73,49 +70,5 @@ where
             None => {}
         }
         Poll::Ready(Ok(response))
-    }
-}
-
-/// Turns a response whose body was built refused (it sends nothing) into the refusal.
-fn refuse<B>(response: &mut Response<B>, refusal: Refusal, retry: Option<Duration>) {
-    let headers = response.headers_mut();
-    headers.remove(header::CONTENT_TYPE);
-    headers.remove(header::CONTENT_LENGTH);
-    match refusal {
-        Refusal::NotAcceptable => *response.status_mut() = StatusCode::NOT_ACCEPTABLE,
-        Refusal::OverLimit => {
-            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            let seconds = retry.map_or(5, |r| crate::delay::millis(r).div_ceil(1000).max(1));
-            let value = HeaderValue::from_str(&seconds.to_string())
-                .unwrap_or(HeaderValue::from_static("5"));
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-    }
-}
-
-/// Connection-specific headers, which HTTP/2 forbids and which HTTP/1.1 servers manage themselves.
-const CONNECTION_HEADERS: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-];
-
-pub(crate) fn set_sse_headers(headers: &mut HeaderMap) {
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-cache"));
-    headers
-        .entry(HeaderName::from_static("x-accel-buffering"))
-        .or_insert(HeaderValue::from_static("no"));
-    headers.remove(header::CONTENT_LENGTH);
-    for name in CONNECTION_HEADERS {
-        headers.remove(name);
     }
 }

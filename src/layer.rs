@@ -1,48 +1,13 @@
 //! [`SseLayer`]: the tower layer that configures and frames SSE responses.
 
 use crate::{
-    service::SseService,
+    service::{Config, SseService},
     settings::{settings_setters, Settings},
     shutdown::Shutdown,
+    streams::Streams,
 };
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
-};
+use std::sync::Arc;
 use tower_layer::Layer;
-
-/// The live SSE streams of a layer (shared by its clones), and their limit.
-#[derive(Debug)]
-pub(crate) struct Streams {
-    live: AtomicUsize,
-    max: usize,
-}
-
-impl Streams {
-    fn new(max: usize) -> Self {
-        Streams {
-            live: AtomicUsize::new(0),
-            max,
-        }
-    }
-
-    /// Takes a slot; `false` when the limit is reached.
-    pub(crate) fn acquire(&self) -> bool {
-        self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
-                (live < self.max).then_some(live + 1)
-            })
-            .is_ok()
-    }
-
-    pub(crate) fn release(&self) {
-        self.live.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
-    }
-}
 
 /// Applies SSE settings, headers, `Last-Event-ID` parsing and disconnect detection to a service.
 ///
@@ -101,17 +66,17 @@ impl Streams {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SseLayer {
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) streams: Arc<Streams>,
-    pub(crate) shutdown: Option<Shutdown>,
+    config: Config,
 }
 
 impl Default for SseLayer {
     fn default() -> Self {
         SseLayer {
-            settings: Settings::shared_default(),
-            streams: Arc::new(Streams::new(usize::MAX)),
-            shutdown: None,
+            config: Config {
+                settings: Settings::shared_default(),
+                streams: Arc::new(Streams::new(usize::MAX)),
+                shutdown: None,
+            },
         }
     }
 }
@@ -123,26 +88,26 @@ impl SseLayer {
         Self::default()
     }
 
-    settings_setters!("Default:", settings);
+    settings_setters!("Default:", config.settings);
 
     /// Caps the number of SSE streams open at once under this layer (and its clones). Beyond
     /// it, requests that would stream get `503 Service Unavailable` with a `Retry-After` header
     /// (the retry hint rounded up to whole seconds, or 5 s without one), and the client's
     /// `EventSource` tries again later. Default: no limit.
     pub fn max_streams(mut self, limit: usize) -> Self {
-        self.streams = Arc::new(Streams::new(limit));
+        self.config.streams = Arc::new(Streams::new(limit));
         self
     }
 
     /// Ends every stream under this layer when `shutdown` is triggered; see [`Shutdown`].
     pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
-        self.shutdown = Some(shutdown.clone());
+        self.config.shutdown = Some(shutdown.clone());
         self
     }
 
     /// How many SSE streams are open now under this layer and its clones.
     pub fn open_streams(&self) -> usize {
-        self.streams.live()
+        self.config.streams.live()
     }
 }
 
@@ -150,6 +115,6 @@ impl<S> Layer<S> for SseLayer {
     type Service = SseService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SseService::new(inner, self.clone())
+        SseService::new(inner, self.config.clone())
     }
 }

@@ -82,6 +82,7 @@ mod delay;
 mod disconnect;
 mod event;
 mod future;
+mod headers;
 pub mod hub;
 pub mod io;
 mod keep_alive;
@@ -91,6 +92,7 @@ mod scope;
 mod service;
 mod settings;
 mod shutdown;
+mod streams;
 mod sync;
 
 #[cfg(feature = "warp")]

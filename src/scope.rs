@@ -8,9 +8,9 @@
 
 use crate::{
     disconnect::CloseGuard,
-    layer::Streams,
     settings::Settings,
     shutdown::{Shutdown, ShutdownWatch},
+    streams::Streams,
 };
 use std::{cell::RefCell, sync::Arc};
 

@@ -1,27 +1,41 @@
-//! [`SseService`]: the service produced by [`SseLayer`].
+//! [`SseService`]: the service produced by [`SseLayer`](crate::SseLayer).
 
 use crate::{
     disconnect::Disconnect,
     future::ResponseFuture,
+    headers::accepts_event_stream,
     last_event_id::LastEventId,
-    layer::SseLayer,
     scope::{self, Refusal},
+    settings::Settings,
+    shutdown::Shutdown,
+    streams::Streams,
 };
-use http::{header, HeaderMap, Request, Response};
-use std::task::{Context, Poll};
+use http::{Request, Response};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
 use tower_service::Service;
 
-/// Middleware that frames and configures SSE responses; see [`SseLayer`].
+/// What a layer shares with every service it makes: cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) streams: Arc<Streams>,
+    pub(crate) shutdown: Option<Shutdown>,
+}
+
+/// Middleware that frames and configures SSE responses; made by
+/// [`SseLayer`](crate::SseLayer), see there.
 #[derive(Debug, Clone)]
 pub struct SseService<S> {
     inner: S,
-    layer: SseLayer,
+    config: Config,
 }
 
 impl<S> SseService<S> {
-    /// Wraps `inner` with the settings of `layer`.
-    pub fn new(inner: S, layer: SseLayer) -> Self {
-        SseService { inner, layer }
+    pub(crate) fn new(inner: S, config: Config) -> Self {
+        SseService { inner, config }
     }
 
     /// A reference to the inner service.
@@ -62,74 +76,14 @@ where
         req.extensions_mut().insert(handle.clone());
         let refusal = (!accepts_event_stream(req.headers())).then_some(Refusal::NotAcceptable);
         let mut scope = Some(scope::Scope {
-            settings: self.layer.settings.clone(),
+            settings: self.config.settings.clone(),
             guard: Some(guard),
-            streams: self.layer.streams.clone(),
-            shutdown: self.layer.shutdown.clone(),
+            streams: self.config.streams.clone(),
+            shutdown: self.config.shutdown.clone(),
             refusal,
             built: false,
         });
         let inner = scope::enter(&mut scope, || self.inner.call(req));
         ResponseFuture::new(inner, scope, handle)
-    }
-}
-
-/// Whether the `Accept` header allows `text/event-stream` (no header allows anything).
-pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    let mut any = false;
-    for value in headers.get_all(header::ACCEPT) {
-        let Ok(value) = value.to_str() else {
-            // An unreadable Accept header says nothing usable: do not refuse on it.
-            return true;
-        };
-        for range in value.split(',') {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim();
-            if media.is_empty() {
-                continue;
-            }
-            any = true;
-            let zero_q = parts.any(|p| {
-                let p = p.trim();
-                p.len() > 2
-                    && p[..2].eq_ignore_ascii_case("q=")
-                    && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
-            });
-            let matches = media.eq_ignore_ascii_case("text/event-stream")
-                || media.eq_ignore_ascii_case("text/*")
-                || media == "*/*";
-            if matches && !zero_q {
-                return true;
-            }
-        }
-    }
-    !any
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accepts(values: &[&str]) -> bool {
-        let mut headers = HeaderMap::new();
-        for v in values {
-            headers.append(header::ACCEPT, v.parse().unwrap());
-        }
-        accepts_event_stream(&headers)
-    }
-
-    #[test]
-    fn accept_header_rules() {
-        assert!(accepts(&[]));
-        assert!(accepts(&["text/event-stream"]));
-        assert!(accepts(&["Text/Event-Stream"]));
-        assert!(accepts(&["application/json, */*;q=0.1"]));
-        assert!(accepts(&["text/*"]));
-        assert!(accepts(&["application/json", "text/event-stream"]));
-        assert!(accepts(&[""]));
-        assert!(!accepts(&["application/json"]));
-        assert!(!accepts(&["text/html, application/xhtml+xml"]));
-        assert!(!accepts(&["text/event-stream;q=0"]));
-        assert!(!accepts(&["text/event-stream; q=0.0, application/json"]));
     }
 }

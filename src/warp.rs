@@ -29,7 +29,7 @@
 //! # }
 //! ```
 
-use crate::{body::SseItem, future::set_sse_headers, BoxError, SseBody};
+use crate::{body::SseItem, headers::set_sse_headers, BoxError, SseBody};
 use futures_core::Stream;
 use http_body_util::BodyExt;
 
