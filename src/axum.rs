@@ -10,8 +10,8 @@
 //!
 //! For many thousands of connections, put the layer *around* the router instead of using
 //! `Router::layer`: `axum::serve` then clones the wrapped router per connection as it is, instead
-//! of rebuilding its route tables and re-boxing every layered route. Measured at 10,000 idle
-//! connections (BENCHMARKS.md): 18.3 KiB per connection against 21.2 KiB with `Router::layer`.
+//! of rebuilding its route tables and re-boxing every layered route, which costs memory per
+//! connection (figures in the repository's BENCHMARKS.md).
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {

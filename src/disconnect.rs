@@ -35,8 +35,8 @@ struct Shared {
 ///
 /// [`SseLayer`](crate::SseLayer) puts one in each request's extensions before calling the inner
 /// service, and hands its other half to the [`SseBody`](crate::SseBody) the handler creates; with
-/// hyper 1 a client's disconnect is seen within a millisecond or so, because the server drops the
-/// body as soon as the connection closes. Outside a layer, get one from
+/// hyper 1 a client's disconnect is seen without any write, because the server drops the body
+/// as soon as the connection closes (HTTP/1.1 FIN, HTTP/2 stream reset). Outside a layer, get one from
 /// [`SseBody::disconnect_handle`](crate::SseBody::disconnect_handle).
 ///
 /// Cloning is cheap; every clone sees the same end.

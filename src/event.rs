@@ -1,53 +1,4 @@
-//! One Server-Sent Event and its wire encoding.
-//!
-//! An [`Event`] is encoded once, when it is built, into the exact bytes that go on the wire. Cloning
-//! it is O(1) (it holds a [`Bytes`]), so the same event can be sent to any number of clients without
-//! being copied or encoded again.
-//!
-//! The encoding follows the WHATWG HTML "Server-sent events" section:
-//!
-//! - data is split into one `data:` line per line; LF, CRLF and a lone CR each count as one line
-//!   break, so every line reaches the client as written (with breaks normalised to LF);
-//! - a trailing line break in data is kept: the client receives it back;
-//! - every field is written as `name: value`; a client strips exactly one space after the colon,
-//!   so a value that starts with a space keeps it;
-//! - lines end with LF only, and every event ends with a blank line;
-//! - `event`, `id` and comments are single-line fields: a CR or LF in them is refused with an
-//!   [`EventError`] (it would end the field early and let the rest be read as another field);
-//! - an `id` is accepted only if a client can send it back unchanged in `Last-Event-ID` (see
-//!   [`EventBuilder::id`]).
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use tower_sse::Event;
-//!
-//! let event = Event::builder()
-//!     .event("chat")
-//!     .id("42")
-//!     .retry(Duration::from_secs(3))
-//!     .data("hello\nworld")
-//!     .build()
-//!     .unwrap();
-//!
-//! assert_eq!(
-//!     event.as_bytes(),
-//!     "event: chat\nid: 42\nretry: 3000\ndata: hello\ndata: world\n\n"
-//! );
-//! assert_eq!(event.id(), Some("42"));
-//!
-//! // A line break in a single-line field is an error, not an injected field.
-//! assert!(Event::builder().event("chat\ndata: forged").build().is_err());
-//! ```
-//!
-//! # Empty data
-//!
-//! Following the spec, a client dispatches an event when its block has at least one `data` field:
-//! `data("")` is sent as `data: ` and dispatched with empty data. An event with no data at all
-//! (only `event`, `id` or `retry`) is not dispatched by a browser's `EventSource`, though its `id`
-//! and `retry` still take effect; some other clients ignore such blocks entirely, so put an `id`
-//! in an event that also carries data.
+//! One Server-Sent Event and its wire encoding; the docs are on [`Event`] and [`EventBuilder`].
 
 use crate::{
     delay,
@@ -58,7 +9,51 @@ use std::{error::Error as StdError, fmt, time::Duration};
 
 /// One Server-Sent Event, already encoded for the wire.
 ///
-/// Built with [`Event::builder`], or [`Event::message`] for a plain data event. Cloning is O(1).
+/// Built with [`Event::builder`], or [`Event::message`] for a plain data event. An event is
+/// encoded once, when it is built, into the exact bytes that go on the wire; cloning it is O(1)
+/// (it holds a [`Bytes`]), so the same event can be sent to any number of clients without being
+/// copied or encoded again.
+///
+/// # Encoding
+///
+/// The encoding follows the WHATWG HTML "Server-sent events" section:
+///
+/// - data is split into one `data:` line per line; LF, CRLF and a lone CR each count as one line
+///   break, so every line reaches the client as written (with breaks normalised to LF);
+/// - a trailing line break in data is kept: the client receives it back;
+/// - every field is written as `name: value`; a client strips exactly one space after the colon,
+///   so a value that starts with a space keeps it;
+/// - lines end with LF only, and every event ends with a blank line;
+/// - `event`, `id` and comments are single-line fields: a CR or LF in them is refused with an
+///   [`EventError`] (it would end the field early and let the rest be read as another field);
+/// - an `id` is accepted only if a client can send it back unchanged in `Last-Event-ID` (see
+///   [`EventBuilder::id`]).
+///
+/// ```
+/// use tower_sse::Event;
+///
+/// let event = Event::message("a\r\nb\rc\n");
+/// assert_eq!(event.as_bytes(), "data: a\ndata: b\ndata: c\ndata: \n\n");
+/// assert_eq!(Event::message(" lead").as_bytes(), "data:  lead\n\n");
+/// ```
+///
+/// # Empty data
+///
+/// Following the spec, a client dispatches an event when its block has at least one `data` field:
+/// `data("")` is sent as `data: ` and dispatched with empty data. An event with no data at all
+/// (only `event`, `id` or `retry`) is not dispatched by a browser's `EventSource`, though its `id`
+/// and `retry` still take effect; some other clients ignore such blocks entirely, so put an `id`
+/// in an event that also carries data. An event with comments only is written without the blank
+/// line, so that no client dispatches it.
+///
+/// ```
+/// use tower_sse::Event;
+///
+/// assert_eq!(Event::message("").as_bytes(), "data: \n\n");
+/// let comment = Event::builder().comment("ping").build().unwrap();
+/// assert_eq!(comment.as_bytes(), ": ping\n");
+/// assert!(!comment.is_dispatchable());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Event {
     bytes: Bytes,
@@ -156,6 +151,16 @@ impl Event {
     ///
     /// Used by fan-out code that numbers events: the encoding is copied once, here, not per client.
     /// A comment-only event is returned unchanged, since an id there would turn it into an event.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`EventBuilder::id`] for an id that would not come back intact, and
+    /// [`EventError::TooLarge`] past 4 GiB.
+    ///
+    /// ```
+    /// let event = tower_sse::Event::message("x").with_id_if_missing("7").unwrap();
+    /// assert_eq!(event.as_bytes(), "data: x\nid: 7\n\n");
+    /// ```
     pub fn with_id_if_missing(self, id: impl AsRef<str>) -> Result<Event, EventError> {
         if self.id_start != 0 || !self.is_dispatchable() {
             return Ok(self);
@@ -214,6 +219,29 @@ impl From<EventBuilder> for Result<Event, EventError> {
 /// Fields are written in the order they are set. `data` may be called more than once: each call
 /// adds lines, as if the texts were joined with a line break. `event`, `id` and `retry` may be set
 /// once each. Errors are kept until [`build`](EventBuilder::build), which reports the first one.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse::{Event, EventError, Field};
+///
+/// let event = Event::builder()
+///     .event("chat")
+///     .id("42")
+///     .retry(Duration::from_secs(3))
+///     .data("hello\nworld")
+///     .build()
+///     .unwrap();
+///
+/// assert_eq!(
+///     event.as_bytes(),
+///     "event: chat\nid: 42\nretry: 3000\ndata: hello\ndata: world\n\n"
+/// );
+/// assert_eq!(event.id(), Some("42"));
+///
+/// // A line break in a single-line field is an error, not an injected field.
+/// let forged = Event::builder().event("chat\ndata: forged").build();
+/// assert!(matches!(forged, Err(EventError::LineBreak(Field::Event))));
+/// ```
 #[must_use = "an event builder does nothing until `build` is called"]
 pub struct EventBuilder {
     /// Short fields (event, id, retry, comments) are staged here, on the stack, until the data
@@ -392,6 +420,13 @@ impl EventBuilder {
     }
 
     /// Finishes the event, or returns the first error met while building it.
+    ///
+    /// # Errors
+    ///
+    /// The first of: a line break in a single-line field ([`EventError::LineBreak`]), an id
+    /// that would not come back intact (see [`id`](EventBuilder::id)), a field set twice
+    /// ([`EventError::Repeated`]), JSON that failed to serialize ([`EventError::Json`], feature
+    /// `json`), or an event over 4 GiB ([`EventError::TooLarge`]).
     pub fn build(mut self) -> Result<Event, EventError> {
         if let Some(err) = self.error {
             return Err(err);

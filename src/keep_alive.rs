@@ -58,7 +58,11 @@ impl KeepAlive {
         self
     }
 
-    /// Sets the comment text. Default: `keep-alive`. It must not contain CR or LF.
+    /// Sets the comment text. Default: `keep-alive`.
+    ///
+    /// # Errors
+    ///
+    /// [`EventError::LineBreak`] when the text holds a CR or LF.
     pub fn text(mut self, text: impl AsRef<str>) -> Result<Self, EventError> {
         let text = text.as_ref();
         check_comment(text)?;

@@ -16,6 +16,24 @@ use std::{
 ///
 /// Dropping it (which the server does when the client disconnects) removes the subscriber at
 /// once and runs the hub's `on_leave` hook.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use http_body_util::BodyExt;
+/// use tower_sse::{hub::Hub, Event, SseBody};
+///
+/// let hub = Hub::new();
+/// let room = hub.topic("room");
+/// let subscription = room.subscribe(None);
+/// let id = room.publish(Event::message("hi")).unwrap();
+/// hub.close(None); // ends the subscription after what was published
+///
+/// let body = SseBody::new(subscription).open_frame(false);
+/// let bytes = body.collect().await.unwrap().to_bytes();
+/// assert_eq!(bytes, format!("data: hi\nid: {id}\n\n"));
+/// assert_eq!(room.subscribers(), 0, "the subscriber left when its stream ended");
+/// # }
+/// ```
 #[must_use = "streams do nothing unless polled"]
 pub struct Subscription {
     topic: Topic,

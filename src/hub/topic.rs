@@ -138,6 +138,24 @@ impl Shared {
 }
 
 /// A handle to one topic of a [`Hub`]: publish to it, subscribe to it. Cloning is cheap.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use futures_util::StreamExt;
+/// use tower_sse::{hub::Hub, Event};
+///
+/// let hub = Hub::new();
+/// let prices = hub.topic("prices");
+/// prices.publish(Event::message("101.5")).unwrap();
+/// prices.publish(Event::message("101.7")).unwrap();
+///
+/// // A dashboard that opens now first gets the newest value from the history, then live ones.
+/// let mut dashboard = prices.subscribe_with_recent(None, 1);
+/// assert!(dashboard.next().await.unwrap().as_bytes().starts_with(b"data: 101.7\n"));
+/// assert_eq!(prices.subscribers(), 1);
+/// assert_eq!(prices.history_len(), 2);
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Topic {
     pub(super) shared: Arc<Shared>,
@@ -180,8 +198,12 @@ impl Topic {
     ///
     /// An event without an `id` gets one from the hub (the only case that copies the event's
     /// bytes, once). Never blocks on subscribers: it appends to the topic's history and wakes
-    /// those waiting. Works from sync and async code alike. The only error is an id the event
-    /// cannot take, which cannot happen with hub-made ids.
+    /// those waiting. Works from sync and async code alike.
+    ///
+    /// # Errors
+    ///
+    /// An id the event cannot take ([`Event::with_id_if_missing`]), which cannot happen with
+    /// hub-made ids; the history is then unchanged.
     pub fn publish(&self, event: Event) -> Result<String, EventError> {
         let core = &self.shared.core;
         let now = Instant::now();
