@@ -987,7 +987,7 @@ mod tests {
     }
 
     #[test]
-    fn typical_events_take_one_exact_allocation() {
+    fn typical_events_encode_exactly() {
         let event = Event::builder().event("price").id("1042").build().unwrap();
         assert_eq!(event.as_bytes(), "event: price\nid: 1042\n\n");
         let event = Event::builder()

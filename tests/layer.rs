@@ -1,11 +1,20 @@
-//! `SseLayer` through `ServiceBuilder` and `oneshot`: headers, settings, `Last-Event-ID`, and the
-//! disconnect handle.
+//! `SseLayer`: through `ServiceBuilder` and `oneshot` (headers, settings, `Last-Event-ID`, the
+//! disconnect handle), and over real sockets (the stream limit and its `Retry-After`, the
+//! `Accept` check, odd `Last-Event-ID` headers as a client sends them).
+
+mod common;
 
 use bytes::Bytes;
+use common::{serve, RawClient};
 use futures_util::stream;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use std::{convert::Infallible, time::Duration};
+use hyper::body::Incoming;
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_sse::{
     CloseReason, Disconnect, ErrorPolicy, Event, KeepAlive, LastEventId, SseBody, SseLayer,
@@ -253,4 +262,148 @@ async fn inner_errors_pass_through_unchanged() {
         .layer(SseLayer::new())
         .service_fn(|_req: Request<()>| async { Err::<Response<()>, _>(Boom) });
     assert_eq!(svc.oneshot(Request::new(())).await.unwrap_err(), Boom);
+}
+
+#[tokio::test]
+async fn beyond_the_stream_limit_clients_get_503_with_retry_after() {
+    let svc = ServiceBuilder::new()
+        .layer(
+            SseLayer::new()
+                .max_streams(3)
+                .retry(Duration::from_millis(2500)),
+        )
+        .service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(SseBody::new(stream::pending::<Event>())))
+        });
+    let addr = serve(svc).await;
+
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut client = RawClient::get(addr, "/", &[]).await;
+        assert_eq!(client.status(), 200);
+        assert_eq!(client.next_bytes().await.unwrap(), "retry: 2500\n");
+        open.push(client);
+    }
+    let mut refused = RawClient::get(addr, "/", &[]).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.header("retry-after").as_deref(), Some("3"));
+    assert_ne!(
+        refused.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    let (body, _) = refused.read_to_end().await;
+    assert!(body.is_empty(), "a refused stream sends nothing");
+
+    // A slot frees up when a client leaves.
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..200 {
+        let client = RawClient::get(addr, "/", &[]).await;
+        if client.status() == 200 {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(again.is_some(), "a new stream is accepted after one closes");
+}
+
+#[tokio::test]
+async fn the_longest_retry_gives_a_retry_after_within_client_timers() {
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new().max_streams(0).retry(Duration::MAX))
+        .service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(SseBody::new(stream::pending::<Event>())))
+        });
+    let addr = serve(svc).await;
+    let refused = RawClient::get(addr, "/", &[]).await;
+    assert_eq!(refused.status(), 503);
+    // 2^31-1 ms, rounded up to whole seconds.
+    assert_eq!(refused.header("retry-after").as_deref(), Some("2147484"));
+}
+
+#[tokio::test]
+async fn an_accept_header_without_event_stream_gets_406() {
+    let svc =
+        ServiceBuilder::new()
+            .layer(SseLayer::new())
+            .service_fn(|_req: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(SseBody::new(stream::iter([Event::message(
+                    "x",
+                )]))))
+            });
+    let addr = serve(svc).await;
+    let mut client = RawClient::get(addr, "/", &[("accept", "application/json")]).await;
+    assert_eq!(client.status(), 406);
+    let (body, _) = client.read_to_end().await;
+    assert!(body.is_empty());
+    // Anything that admits text/event-stream streams.
+    let mut ok = RawClient::get(addr, "/", &[("accept", "*/*")]).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.events(1).await[0].data, "x");
+}
+
+/// Sends a request with raw header bytes; returns the status line and the first body bytes.
+async fn raw_request(addr: SocketAddr, extra_header: &[u8]) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut req = b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec();
+    req.extend_from_slice(extra_header);
+    req.extend_from_slice(b"\r\n\r\n");
+    tcp.write_all(&req).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("data:")
+        && !String::from_utf8_lossy(&got).starts_with("HTTP/1.1 4")
+    {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn odd_last_event_id_headers_are_ignored_without_error() {
+    let svc = ServiceBuilder::new().layer(SseLayer::new()).service_fn(
+        |req: Request<Incoming>| async move {
+            let seen = match req.extensions().get::<LastEventId>() {
+                Some(id) => format!("seen {}", id.len()),
+                None => "none".to_owned(),
+            };
+            Ok::<_, Infallible>(Response::new(SseBody::new(stream::iter([Event::message(
+                seen,
+            )]))))
+        },
+    );
+    let addr = serve(svc).await;
+
+    let (status, text) = raw_request(addr, b"last-event-id: 42").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("data: seen 2"), "{text}");
+    // Not UTF-8 (obs-text bytes, which HTTP allows): ignored.
+    let (status, text) = raw_request(addr, b"last-event-id: \xff\xfe\x80abc").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("data: none"), "{text}");
+    // 10 KiB: ignored.
+    let mut long = b"last-event-id: ".to_vec();
+    long.extend(std::iter::repeat_n(b'7', 10 * 1024));
+    let (status, text) = raw_request(addr, &long).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("data: none"), "{text}");
+    // Tabs are allowed by HTTP but by no event id, so ignored; other control characters never
+    // reach the application: hyper refuses the request itself, and the server goes on serving.
+    let (status, text) = raw_request(addr, b"last-event-id: a\tb").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("data: none"), "{text}");
+    let (status, _) = raw_request(addr, b"last-event-id: \x01\x02\x03\x1b[31m").await;
+    assert_eq!(status, 400);
+    let (status, _) = raw_request(addr, b"last-event-id: 1").await;
+    assert_eq!(status, 200, "still serving");
 }

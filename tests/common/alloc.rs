@@ -6,11 +6,18 @@
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
     sync::atomic::{AtomicIsize, Ordering},
 };
 
 static LIVE_COUNT: AtomicIsize = AtomicIsize::new(0);
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+thread_local! {
+    /// Allocations made by this thread (count, bytes requested): what one test does, whatever
+    /// the other tests of the binary do on their threads.
+    static THREAD: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
 
 /// The system allocator, counting what is allocated and not yet freed.
 pub struct Counting;
@@ -50,8 +57,22 @@ fn counted(ptr: *mut u8, layout: Layout) -> *mut u8 {
     if !ptr.is_null() {
         LIVE_COUNT.fetch_add(1, Ordering::Relaxed);
         LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // A thread being torn down has no thread-local left: it is simply not counted.
+        let _ = THREAD.try_with(|t| {
+            let (count, bytes) = t.get();
+            t.set((count + 1, bytes + layout.size() as u64));
+        });
     }
     ptr
+}
+
+/// Runs `f` and says how many allocations it made on this thread, and how many bytes they
+/// asked for (a reallocation counts as a new allocation of its new size).
+pub fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+    let (count, bytes) = THREAD.with(Cell::get);
+    let result = f();
+    let (count_after, bytes_after) = THREAD.with(Cell::get);
+    (result, count_after - count, bytes_after - bytes)
 }
 
 /// Allocations made and not yet freed, in number and in bytes, process-wide.
