@@ -20,6 +20,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+use futures_util::{stream, Stream, StreamExt};
 use serde::Deserialize;
 use std::time::Duration;
 use tower_sse::{
@@ -85,19 +86,33 @@ async fn events(
     Query(who): Query<Who>,
     last: Option<LastEventId>,
     disconnect: Disconnect,
-) -> SseBody<Subscription> {
+) -> SseBody<impl Stream<Item = Event>> {
     let user = clean_name(who.user);
     let topic = hub.topic(&room);
     // A reconnecting client resumes after its last event; a newcomer sees recent messages.
     let subscription = topic.subscribe_with_recent(last.as_ref(), RECENT);
-    // Every connection is announced, reconnections too: their leave was announced as well.
-    presence(&topic, "join", &user);
-    // Announce the leave when the client goes away for real, however it goes.
-    tokio::spawn(async move {
-        disconnect.closed().await;
-        presence(&topic, "leave", &user);
-    });
-    SseBody::new(subscription)
+    SseBody::new(with_presence(topic, user, subscription, disconnect))
+}
+
+/// One user's stream of the room, announced as a join once it starts streaming and as a leave
+/// when it ends, however it ends. Every connection is announced, reconnections too (their leave
+/// was announced as well); a response the layer refuses never starts, so it is never announced.
+fn with_presence(
+    topic: Topic,
+    user: String,
+    mut subscription: Subscription,
+    disconnect: Disconnect,
+) -> impl Stream<Item = Event> {
+    let start = async move {
+        subscription.join(); // counted in the announcement
+        presence(&topic, "join", &user);
+        tokio::spawn(async move {
+            disconnect.closed().await;
+            presence(&topic, "leave", &user);
+        });
+        subscription
+    };
+    stream::once(start).flatten()
 }
 
 #[derive(Deserialize)]

@@ -308,7 +308,10 @@ async fn a_subscriber_whose_next_event_left_the_history_is_lagging() {
 async fn dropping_subscribers_frees_them_and_unused_topics_go_away() {
     let hub = Hub::new();
     let topic = hub.topic("room");
-    let subs: Vec<Subscription> = (0..1_000).map(|_| topic.subscribe(None)).collect();
+    let mut subs: Vec<Subscription> = (0..1_000).map(|_| topic.subscribe(None)).collect();
+    // Not streaming yet: not counted.
+    assert_eq!(topic.subscribers(), 0);
+    subs.iter_mut().for_each(Subscription::join);
     assert_eq!(topic.subscribers(), 1_000);
     assert_eq!(hub.stats().subscribers, 1_000);
     drop(subs);
@@ -468,7 +471,11 @@ async fn presence_hooks_see_counts_may_publish_and_may_panic() {
         .build();
     let topic = hub.topic("room");
     let mut alice = topic.subscribe(None);
-    let bob = topic.subscribe(None);
+    alice.join();
+    let mut bob = topic.subscribe(None);
+    bob.join();
+    // A subscription that never streams (a refused response) leaves no trace.
+    drop(topic.subscribe(None));
     let mut decoder = Decoder::new();
     let got = ready_messages(&mut alice, &mut decoder);
     // The hook runs once the subscriber is in, so alice sees her own join, then bob's.

@@ -13,7 +13,8 @@ static ALLOC: Counting = Counting;
 async fn a_subscriber_that_never_reads_costs_bounded_memory() {
     let hub = Hub::builder().history(1024).history_bytes(2 << 20).build();
     let topic = hub.topic("t");
-    let sub = topic.subscribe(None);
+    let mut sub = topic.subscribe(None);
+    sub.join();
     let payload = "x".repeat(1024);
     // Fill the history to its cap, then let 100k events (about 100 MiB) go by.
     for _ in 0..2_000 {

@@ -14,6 +14,8 @@ use std::{
 /// One subscriber of a [`Topic`]: a `Stream` of its events, ready to wrap in an
 /// [`SseBody`](crate::SseBody).
 ///
+/// It joins its topic when first polled (it is then counted and the hub's `on_join` hook runs),
+/// so a subscription whose response never streams (refused by the layer, say) leaves no trace.
 /// Dropping it (which the server does when the client disconnects) removes the subscriber at
 /// once and runs the hub's `on_leave` hook.
 ///
@@ -37,7 +39,8 @@ use std::{
 #[must_use = "streams do nothing unless polled"]
 pub struct Subscription {
     topic: Topic,
-    key: usize,
+    /// The waiter slot, once joined (on the first poll).
+    key: Option<usize>,
     cursor: u64,
     /// Sequence number of the first event published after the subscription began: events
     /// before it are replay, which does not count as lag.
@@ -61,14 +64,13 @@ impl fmt::Debug for Subscription {
 impl Subscription {
     pub(super) fn new(
         topic: Topic,
-        key: usize,
         cursor: u64,
         joined: u64,
         control: Option<Event>,
     ) -> Subscription {
         Subscription {
             topic,
-            key,
+            key: None,
             cursor,
             joined,
             control,
@@ -82,6 +84,24 @@ impl Subscription {
         &self.topic
     }
 
+    /// Joins the topic now, if not yet: the subscriber is counted and the hub's `on_join` hook
+    /// runs. A subscription joins by itself when first polled; call this where something must
+    /// happen once the subscriber is in (a presence message that counts it, say).
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::new();
+    /// let topic = hub.topic("room");
+    /// let mut subscription = topic.subscribe(None);
+    /// assert_eq!(topic.subscribers(), 0, "not streaming yet");
+    /// subscription.join();
+    /// assert_eq!(topic.subscribers(), 1);
+    /// ```
+    pub fn join(&mut self) {
+        if self.key.is_none() && !self.left {
+            self.key = Some(self.topic.join(self.control.is_some()));
+        }
+    }
+
     fn flush_delivered(&mut self) {
         if self.unflushed > 0 {
             let counters = &self.topic.shared.core.counters;
@@ -92,17 +112,22 @@ impl Subscription {
         }
     }
 
-    /// Removes the subscriber from its topic, once.
+    /// Removes the subscriber from its topic, once, if it had joined.
     fn leave(&mut self) {
         if self.left {
             return;
         }
         self.left = true;
+        let Some(key) = self.key else {
+            // Never joined: nothing to undo, but the topic may have been made for it alone.
+            self.topic.hub.remove_if_unused(&self.topic.shared);
+            return;
+        };
         self.flush_delivered();
         let shared = &self.topic.shared;
         let count = {
             let mut state = lock(&shared.state);
-            state.waiters.try_remove(self.key);
+            state.waiters.try_remove(key);
             state.waiters.len()
         };
         shared
@@ -120,6 +145,7 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         let this = self.get_mut();
+        this.join();
         if let Some(event) = this.control.take() {
             return Poll::Ready(Some(event));
         }
@@ -176,7 +202,7 @@ impl Stream for Subscription {
             return Poll::Ready(final_event);
         }
 
-        if let Some(slot) = state.waiters.get_mut(this.key) {
+        if let Some(slot) = this.key.and_then(|key| state.waiters.get_mut(key)) {
             match slot {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 _ => *slot = Some(cx.waker().clone()),

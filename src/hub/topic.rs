@@ -181,7 +181,9 @@ impl Topic {
         self.shared.name()
     }
 
-    /// How many subscribers the topic has now.
+    /// How many subscribers the topic has now: subscriptions whose stream has started (a
+    /// [`Subscription`] joins when it is first polled, so a response that is refused before it
+    /// streams never counts, and fires no hook).
     pub fn subscribers(&self) -> usize {
         lock(&self.shared.state).waiters.len()
     }
@@ -243,6 +245,10 @@ impl Topic {
     ///
     /// If the history cannot resume from that id (it is too old, from another server run, or
     /// unknown), the subscription starts with a [`HISTORY_LOST`] event, then goes live.
+    ///
+    /// The position in the history is fixed now, so nothing published from here on is missed;
+    /// the subscriber joins the topic (it is counted, and the `on_join` hook runs) when the
+    /// stream is first polled, that is when its response starts streaming.
     pub fn subscribe(&self, last_event_id: Option<&LastEventId>) -> Subscription {
         self.subscribe_with_recent(last_event_id, 0)
     }
@@ -269,17 +275,27 @@ impl Topic {
                 false,
             ),
         };
-        let key = state.waiters.insert(None);
-        let count = state.waiters.len();
         drop(state);
+        let control =
+            lost.then(|| control_event(HISTORY_LOST, r#"{"reason":"history-lost"}"#, None));
+        Subscription::new(self.clone(), cursor, joined, control)
+    }
 
+    /// Adds a subscriber that starts streaming: counted, and announced to `on_join`. Returns
+    /// its waiter slot.
+    pub(super) fn join(&self, lost: bool) -> usize {
+        let core = &self.shared.core;
+        let (key, count) = {
+            let mut state = lock(&self.shared.state);
+            let key = state.waiters.insert(None);
+            (key, state.waiters.len())
+        };
         let counters = &core.counters;
         counters.subscribers.fetch_add(1, Ordering::Relaxed);
-        let control = lost.then(|| {
+        if lost {
             counters.history_lost.fetch_add(1, Ordering::Relaxed);
-            control_event(HISTORY_LOST, r#"{"reason":"history-lost"}"#, None)
-        });
+        }
         Core::run_hook(&core.config.on_join, self, count);
-        Subscription::new(self.clone(), key, cursor, joined, control)
+        key
     }
 }
