@@ -1,6 +1,7 @@
 //! [`SseBody`]: an `http_body::Body` that writes a stream of events as an SSE response.
 
 use crate::{
+    context::{BodyParts, SseContext},
     disconnect::{CloseGuard, CloseReason, Disconnect},
     event::Event,
     keep_alive::IdleTimer,
@@ -106,12 +107,16 @@ pin_project! {
         settings: Arc<Settings>,
         state: State,
         guard: Option<CloseGuard>,
-        shutdown: Option<ShutdownWatch>,
+        // One per enclosing layer with a shutdown; the first triggered one ends the stream.
+        shutdowns: Vec<ShutdownWatch>,
     }
 }
 
 #[derive(Debug)]
 enum State {
+    /// Refused by the layer: sends only this frame, if any (the `retry:` that makes an
+    /// over-limit `EventSource` come back), then ends.
+    Refused(Option<Bytes>),
     /// Not polled yet: the open frame goes first.
     Opening,
     Streaming,
@@ -148,27 +153,83 @@ enum Gathered {
 
 impl<S> SseBody<S> {
     /// Wraps a stream of events, with the settings of the enclosing
-    /// [`SseLayer`](crate::SseLayer) (or the defaults).
+    /// [`SseLayer`](crate::SseLayer) (or the defaults outside any).
     ///
-    /// The layer's settings and disconnect handle are picked up while the layer runs the request,
-    /// so build the body in the handler itself (or in the service's `call`), not in a task the
-    /// handler spawns: a body built elsewhere gets the defaults and its own
-    /// [`disconnect_handle`](SseBody::disconnect_handle).
+    /// The layer's [`SseContext`] (settings, disconnect handle, stream limit, shutdown) is found
+    /// while the layer runs the request on the current task: in an axum handler, a warp filter,
+    /// a hyper service's `call` or its future. A body built out of that reach (in a task the
+    /// handler spawns, or behind a `tower::buffer::Buffer`) gets the defaults instead, no
+    /// stream limit, no shutdown, and its own [`disconnect_handle`](SseBody::disconnect_handle);
+    /// the layer logs a `tracing` warning when such a response says it is an event stream.
+    /// Build those with [`from_request`](SseBody::from_request) or
+    /// [`from_context`](SseBody::from_context).
     pub fn new(stream: S) -> Self {
-        let parts = scope::take_for_body();
+        let parts = match scope::current() {
+            Some(context) => context.take_for_body(),
+            None => BodyParts::outside(),
+        };
+        Self::from_parts(stream, parts)
+    }
+
+    /// Wraps a stream of events with the settings, limits, shutdowns and disconnect handle of a
+    /// request's [`SseContext`], wherever the body is built.
+    pub fn from_context(context: &SseContext, stream: S) -> Self {
+        Self::from_parts(stream, context.take_for_body())
+    }
+
+    /// Wraps a stream of events with the [`SseContext`] that the enclosing
+    /// [`SseLayer`](crate::SseLayer) put in the request's extensions (as
+    /// [`new`](SseBody::new) does, when there is none). Borrow the request before handing it
+    /// to a task: the body may then be built anywhere.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::{convert::Infallible, time::Duration};
+    /// use http::Request;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::{Event, SseBody, SseLayer};
+    ///
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new().retry(Duration::from_secs(1)))
+    ///     // A buffer runs the inner service on a task of its own: out of the layer's reach.
+    ///     .buffer(8)
+    ///     .service_fn(|req: Request<()>| async move {
+    ///         let events = futures_util::stream::iter([Event::message("hi")]);
+    ///         Ok::<_, Infallible>(SseBody::from_request(&req, events).into_http_response())
+    ///     });
+    /// let response = service.oneshot(Request::new(())).await.unwrap();
+    /// assert_eq!(response.headers()["content-type"], "text/event-stream");
+    /// # }
+    /// ```
+    pub fn from_request<B>(request: &http::Request<B>, stream: S) -> Self {
+        match request.extensions().get::<SseContext>() {
+            Some(context) => Self::from_context(context, stream),
+            None => Self::new(stream),
+        }
+    }
+
+    fn from_parts(stream: S, parts: BodyParts) -> Self {
         SseBody {
             stream: SyncWrapper::new(stream),
             idle: IdleTimer::default(),
             settings: parts.settings,
-            // A refused body (over the stream limit, or not acceptable) sends nothing.
             state: if parts.refused {
-                State::Done
+                State::Refused(parts.comeback)
             } else {
                 State::Opening
             },
             guard: parts.guard,
-            shutdown: parts.shutdown,
+            shutdowns: parts.shutdowns,
         }
+    }
+
+    /// This body in an `http::Response` that already carries the SSE headers
+    /// (`Content-Type: text/event-stream`, `Cache-Control: no-cache`, `X-Accel-Buffering: no`),
+    /// so middleware inside the layer (a compression layer, say) sees an event stream.
+    pub fn into_http_response(self) -> http::Response<Self> {
+        let mut response = http::Response::new(self);
+        crate::headers::set_sse_headers(response.headers_mut());
+        response
     }
 
     settings_setters!(
@@ -304,6 +365,11 @@ fn before_streaming(
 ) -> Option<Polled> {
     match state {
         State::Done => Some(Poll::Ready(None)),
+        State::Refused(comeback) => {
+            let frame = comeback.take();
+            *state = State::Done;
+            Some(Poll::Ready(frame.map(|bytes| Ok(Frame::data(bytes)))))
+        }
         State::Aborting { yields, .. } if *yields > 0 => {
             *yields -= 1;
             cx.waker().wake_by_ref();
@@ -325,7 +391,7 @@ fn before_streaming(
 }
 
 /// What ends a stream: the disconnect guard to close with a reason, the error policy, and the
-/// shutdown's final event.
+/// final event of the shutdown that was triggered.
 struct Ends<'a> {
     guard: Option<&'a CloseGuard>,
     settings: &'a Settings,
@@ -393,12 +459,11 @@ where
         if let Some(poll) = before_streaming(this.state, settings, this.idle, cx) {
             return poll;
         }
-        if let (State::Streaming, Some(shutdown)) = (&*this.state, &*this.shutdown) {
-            if shutdown.is_triggered() {
-                *this.state = State::Draining {
-                    budget: shutdown.flush_limit(),
-                };
-            }
+        let triggered = this.shutdowns.iter().find(|s| s.is_triggered());
+        if let (State::Streaming, Some(shutdown)) = (&*this.state, triggered) {
+            *this.state = State::Draining {
+                budget: shutdown.flush_limit(),
+            };
         }
 
         let mut frame = FrameBuf::new();
@@ -414,7 +479,7 @@ where
         let ends = Ends {
             guard: this.guard.as_ref(),
             settings,
-            shutdown: this.shutdown.as_ref(),
+            shutdown: triggered,
         };
         let state = std::mem::replace(this.state, State::Done);
         *this.state = ends.next_state(state, gathered, &mut frame);
@@ -434,7 +499,7 @@ where
         }
         // The stream is pending: wake up for a shutdown, and for the keep-alive timer, which is
         // polled nowhere else.
-        if let Some(shutdown) = this.shutdown {
+        for shutdown in this.shutdowns.iter() {
             shutdown.register(cx);
         }
         this.idle

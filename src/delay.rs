@@ -20,9 +20,46 @@ pub(crate) fn millis(delay: Duration) -> u64 {
     saturate(delay).as_millis() as u64
 }
 
+/// A delay drawn at random between `base` and twice `base`, so that clients told to come back
+/// later do not all come back at once.
+pub(crate) fn jittered(base: Duration) -> Duration {
+    use std::{
+        cell::Cell,
+        hash::{BuildHasher, Hasher},
+    };
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(0x5EED);
+            hasher.finish() | 1
+        });
+    }
+    // xorshift64: plenty for spreading reconnections.
+    let r = STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    });
+    let base = saturate(base);
+    saturate(base + base.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_stays_between_one_and_two_times_the_base() {
+        let base = Duration::from_millis(1000);
+        let draws: Vec<Duration> = (0..1000).map(|_| jittered(base)).collect();
+        assert!(draws.iter().all(|d| *d >= base && *d <= base * 2));
+        let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 900, "spread out: {}", distinct.len());
+        assert_eq!(jittered(Duration::MAX), MAX_DELAY);
+    }
 
     #[test]
     fn every_delay_saturates_at_two_to_the_31_minus_one_ms() {

@@ -68,7 +68,7 @@ impl Disconnect {
             },
             CloseGuard {
                 shared,
-                streams: None,
+                streams: Vec::new(),
             },
         )
     }
@@ -109,12 +109,13 @@ impl fmt::Debug for Disconnect {
 /// counted, gives the layer's stream slot back on drop.
 pub(crate) struct CloseGuard {
     shared: Arc<Shared>,
-    streams: Option<Arc<Streams>>,
+    /// The stream slots this response holds, one under each enclosing layer's limit.
+    streams: Vec<Arc<Streams>>,
 }
 
 impl CloseGuard {
-    pub(crate) fn counting(mut self, streams: Arc<Streams>) -> Self {
-        self.streams = Some(streams);
+    pub(crate) fn counting(mut self, streams: Vec<Arc<Streams>>) -> Self {
+        self.streams = streams;
         self
     }
 
@@ -134,9 +135,7 @@ impl CloseGuard {
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         self.close(CloseReason::Disconnected);
-        if let Some(streams) = &self.streams {
-            streams.release();
-        }
+        self.streams.iter().for_each(|streams| streams.release());
     }
 }
 

@@ -1,9 +1,9 @@
 //! The response future of [`SseService`](crate::SseService).
 
 use crate::{
-    disconnect::{CloseReason, Disconnect},
-    headers::{refuse, set_sse_headers},
-    scope::{self, Scope},
+    context::SseContext,
+    headers::{is_event_stream, refuse, set_sse_headers},
+    scope,
 };
 use http::Response;
 use pin_project_lite::pin_project;
@@ -20,17 +20,16 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        scope: Option<Scope>,
-        handle: Disconnect,
+        // Taken when the response is ready.
+        context: Option<SseContext>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, scope: Option<Scope>, handle: Disconnect) -> Self {
+    pub(crate) fn new(inner: F, context: SseContext) -> Self {
         ResponseFuture {
             inner,
-            scope,
-            handle,
+            context: Some(context),
         }
     }
 }
@@ -52,22 +51,37 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut inner = this.inner;
-        let result = ready!(scope::enter(this.scope, || inner.as_mut().poll(cx)));
-        let Some(scope) = this.scope.take() else {
+        let result = match this.context {
+            Some(context) => ready!(scope::enter(context, || inner.as_mut().poll(cx))),
+            None => ready!(inner.poll(cx)),
+        };
+        let Some(context) = this.context.take() else {
             return Poll::Ready(result);
         };
-        // A body that was built and then thrown away has already closed its handle.
-        let streaming = scope.built && !this.handle.is_closed();
-        let refusal = scope.refusal.filter(|_| scope.built);
-        let retry = scope.settings.retry;
-        if let Some(guard) = scope.guard {
-            guard.close(CloseReason::NoStream);
-        }
+        let outcome = context.finish();
         let mut response = result?;
-        match refusal {
-            Some(refusal) => refuse(&mut response, refusal, retry),
-            None if streaming => set_sse_headers(response.headers_mut()),
-            None => {}
+        if let Some(refusal) = outcome.refusal {
+            refuse(
+                &mut response,
+                refusal,
+                outcome,
+                context.settings().over_limit_retry,
+            );
+            return Poll::Ready(Ok(response));
+        }
+        // A body that was built and then thrown away has already closed the handle.
+        let streaming = outcome.built && !context.disconnect().is_closed();
+        let labelled = is_event_stream(response.headers());
+        if labelled && !outcome.built {
+            tracing::warn!(
+                "an event-stream response came back with no SseBody built in reach of the \
+                 SseLayer (in a spawned task, or behind a Buffer?): its body has the default \
+                 settings, no stream limit, no shutdown and no disconnect handle; build it with \
+                 SseBody::from_request or from the request's SseContext"
+            );
+        }
+        if streaming || labelled {
+            set_sse_headers(response.headers_mut());
         }
         Poll::Ready(Ok(response))
     }

@@ -4,7 +4,7 @@ use crate::{
     service::{Config, SseService},
     settings::{settings_setters, Settings},
     shutdown::Shutdown,
-    streams::Streams,
+    streams::{StreamStats, Streams},
 };
 use std::sync::Arc;
 use tower_layer::Layer;
@@ -17,22 +17,35 @@ use tower_layer::Layer;
 /// For each request the layer
 /// - parses `Last-Event-ID` into a [`LastEventId`](crate::LastEventId) request extension (absent
 ///   when the header is missing or unusable);
-/// - puts a [`Disconnect`](crate::Disconnect) handle in the request extensions, which completes
-///   when the SSE response ends, with the reason;
-/// - hands its settings (keep-alive, retry hint, coalescing cap, error policy) to every
-///   [`SseBody`](crate::SseBody) created while the inner service handles the request, whichever
-///   framework's responder creates it;
-/// - on an SSE response, sets `Content-Type: text/event-stream`, `Cache-Control: no-cache` and
+/// - puts the request's [`SseContext`](crate::SseContext) (its settings, disconnect handle,
+///   stream limit and shutdown) and a [`Disconnect`](crate::Disconnect) handle in the request
+///   extensions; the handle completes when the SSE response ends, with the reason;
+/// - hands that context to the [`SseBody`](crate::SseBody) built for the request: implicitly to
+///   [`SseBody::new`](crate::SseBody::new) while the layer runs the request on the current task
+///   (whichever framework's responder builds it), and explicitly, wherever the body is built, to
+///   [`SseBody::from_request`](crate::SseBody::from_request) and
+///   [`SseBody::from_context`](crate::SseBody::from_context). A response that says it is an
+///   event stream but whose body took no context was built out of reach: the layer logs a
+///   `tracing` warning, and that body runs with the defaults, no limit, no shutdown;
+/// - on an SSE response (a body took the context, or `Content-Type` is `text/event-stream`),
+///   sets `Content-Type: text/event-stream`, `Cache-Control: no-cache` and
 ///   `X-Accel-Buffering: no` (the last two unless already set), removes `Content-Length`, and
 ///   removes connection-specific headers (`Connection`, `Keep-Alive`, `Proxy-Connection`,
 ///   `Transfer-Encoding`, `Upgrade`, `TE`), which HTTP/2 forbids. Status and other headers are
-///   kept;
+///   kept. The crate's responders (axum, warp, [`SseBody::into_http_response`]) set these
+///   headers when the response is built, so middleware inside the layer already sees an event
+///   stream (tower-http's compression then leaves it alone, in either order);
 /// - answers `406 Not Acceptable` instead of streaming when the request's `Accept` header
-///   excludes `text/event-stream`, and `503 Service Unavailable` with `Retry-After` when the
-///   stream limit set by [`max_streams`](SseLayer::max_streams) is reached (the body then sends
-///   nothing, so no accepted connection waits for events that never come);
-/// - counts the live streams ([`open_streams`](SseLayer::open_streams)) and, given a
-///   [`Shutdown`], ends them all gracefully when it is triggered.
+///   excludes `text/event-stream`;
+/// - beyond the stream limit set by [`max_streams`](SseLayer::max_streams), turns the client
+///   away so that it comes back later by itself (see there), and counts it
+///   ([`stream_stats`](SseLayer::stream_stats));
+/// - given a [`Shutdown`], ends every stream under it gracefully when it is triggered.
+///
+/// Layers nest: a stream under two layers takes a slot under both limits and ends with either
+/// shutdown; its settings are the innermost layer's, and it has one disconnect handle.
+///
+/// [`SseBody::into_http_response`]: crate::SseBody::into_http_response
 ///
 /// # Example
 ///
@@ -90,10 +103,19 @@ impl SseLayer {
 
     settings_setters!("Default:", config.settings);
 
-    /// Caps the number of SSE streams open at once under this layer (and its clones). Beyond
-    /// it, requests that would stream get `503 Service Unavailable` with a `Retry-After` header
-    /// (the retry hint rounded up to whole seconds, or 5 s without one), and the client's
-    /// `EventSource` tries again later. Default: no limit.
+    /// Caps the number of SSE streams open at once under this layer (and its clones). Default:
+    /// no limit.
+    ///
+    /// Beyond it, the stream is refused (its body never polls its stream, so a hub subscription
+    /// in it never joins), and the client is told to come back later in the way it understands:
+    /// - a client that asks for `text/event-stream` in `Accept` (every `EventSource` does)
+    ///   gets a `200` event stream whose whole body is a `retry:` line, with a delay drawn
+    ///   between once and twice [`over_limit_retry`](Self::over_limit_retry), and a comment;
+    ///   the stream then ends and the client reconnects after that delay. (A browser treats any
+    ///   status but `200` as fatal and never reconnects.)
+    /// - any other client gets `503 Service Unavailable` with `Retry-After`.
+    ///
+    /// Refusals are counted ([`StreamStats::refused`]) and logged with `tracing` at `INFO`.
     pub fn max_streams(mut self, limit: usize) -> Self {
         self.config.streams = Arc::new(Streams::new(limit));
         self
@@ -108,6 +130,21 @@ impl SseLayer {
     /// How many SSE streams are open now under this layer and its clones.
     pub fn open_streams(&self) -> usize {
         self.config.streams.live()
+    }
+
+    /// A handle to this layer's stream counts (open, refused, limit), readable without the
+    /// layer; see [`StreamStats`].
+    pub fn stream_stats(&self) -> StreamStats {
+        StreamStats::new(self.config.streams.clone())
+    }
+
+    /// Sets the base delay after which a client turned away by [`max_streams`](Self::max_streams)
+    /// comes back: an `EventSource` client is told to reconnect after a delay drawn between
+    /// once and twice this (so that refused clients do not all return at once); other clients
+    /// get it, in whole seconds, as `Retry-After`. Saturates at 2³¹−1 ms. Default: 5 seconds.
+    pub fn over_limit_retry(mut self, delay: std::time::Duration) -> Self {
+        Arc::make_mut(&mut self.config.settings).over_limit_retry = delay;
+        self
     }
 }
 

@@ -77,6 +77,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod body;
+mod context;
 pub mod decode;
 mod delay;
 mod disconnect;
@@ -100,6 +101,7 @@ mod sync;
 pub mod warp;
 
 pub use body::{SseBody, SseItem};
+pub use context::SseContext;
 pub use disconnect::{CloseReason, Disconnect};
 pub use event::{Event, EventBuilder, EventError, Field};
 pub use future::ResponseFuture;
@@ -109,6 +111,7 @@ pub use layer::SseLayer;
 pub use service::SseService;
 pub use settings::{ErrorPolicy, STREAM_ERROR, STREAM_ERROR_DATA};
 pub use shutdown::Shutdown;
+pub use streams::StreamStats;
 
 /// A `204 No Content` response: the documented way to make a browser's `EventSource` stop
 /// reconnecting.

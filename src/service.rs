@@ -1,11 +1,11 @@
 //! [`SseService`]: the service produced by [`SseLayer`](crate::SseLayer).
 
 use crate::{
-    disconnect::Disconnect,
+    context::SseContext,
     future::ResponseFuture,
-    headers::accepts_event_stream,
+    headers::{accepts_event_stream, asks_for_event_stream},
     last_event_id::LastEventId,
-    scope::{self, Refusal},
+    scope,
     settings::Settings,
     shutdown::Shutdown,
     streams::Streams,
@@ -67,23 +67,28 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let headers = req.headers();
+        let last_event_id = LastEventId::from_headers(headers);
+        let accept = (
+            accepts_event_stream(headers),
+            asks_for_event_stream(headers),
+        );
         let extensions = req.extensions_mut();
         extensions.remove::<LastEventId>();
-        if let Some(id) = LastEventId::from_headers(req.headers()) {
-            req.extensions_mut().insert(id);
+        if let Some(id) = last_event_id {
+            extensions.insert(id);
         }
-        let (handle, guard) = Disconnect::pair();
-        req.extensions_mut().insert(handle.clone());
-        let refusal = (!accepts_event_stream(req.headers())).then_some(Refusal::NotAcceptable);
-        let mut scope = Some(scope::Scope {
-            settings: self.config.settings.clone(),
-            guard: Some(guard),
-            streams: self.config.streams.clone(),
-            shutdown: self.config.shutdown.clone(),
-            refusal,
-            built: false,
-        });
-        let inner = scope::enter(&mut scope, || self.inner.call(req));
-        ResponseFuture::new(inner, scope, handle)
+        let config = &self.config;
+        let context = SseContext::enter(
+            extensions.get::<SseContext>(),
+            &config.settings,
+            &config.streams,
+            config.shutdown.as_ref(),
+            accept,
+        );
+        extensions.insert(context.disconnect());
+        extensions.insert(context.clone());
+        let inner = scope::enter(&context, || self.inner.call(req));
+        ResponseFuture::new(inner, context)
     }
 }

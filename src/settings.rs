@@ -102,10 +102,15 @@ pub(crate) struct Settings {
     pub(crate) error_retry: Duration,
     pub(crate) error_hook: Option<ErrorHook>,
     pub(crate) open_frame: bool,
+    /// The base delay after which a client turned away by a stream limit comes back.
+    pub(crate) over_limit_retry: Duration,
 }
 
 /// Default cap of one coalesced frame, in bytes.
 pub(crate) const DEFAULT_COALESCE: usize = 16 * 1024;
+
+/// Default base delay after which a client turned away by a stream limit comes back.
+pub(crate) const DEFAULT_OVER_LIMIT_RETRY: Duration = Duration::from_secs(5);
 
 /// Default back-off sent with the final [`STREAM_ERROR`] event.
 pub(crate) const DEFAULT_ERROR_RETRY: Duration = Duration::from_secs(5);
@@ -120,6 +125,7 @@ impl Default for Settings {
             error_retry: DEFAULT_ERROR_RETRY,
             error_hook: None,
             open_frame: true,
+            over_limit_retry: DEFAULT_OVER_LIMIT_RETRY,
         }
     }
 }
@@ -144,6 +150,20 @@ impl Settings {
             }
             None => Bytes::from_static(b":\n"),
         }
+    }
+
+    /// The whole body of a response refused by a stream limit, for an `EventSource` client: a
+    /// `retry:` line with a jittered delay (it takes effect at once, with no event), and a
+    /// comment saying why. The stream then ends and the client reconnects after that delay.
+    pub(crate) fn comeback_frame(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(48);
+        buf.put_slice(b"retry: ");
+        put_u64(
+            &mut buf,
+            delay::millis(delay::jittered(self.over_limit_retry)),
+        );
+        buf.put_slice(b"\n: over capacity, come back later\n");
+        buf.freeze()
     }
 
     /// Tells the server about a stream's error: the hook (a panic in it is contained) and

@@ -1,11 +1,67 @@
 //! The count of live SSE streams under a layer (shared by its clones), and their limit.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+/// The stream counts of an [`SseLayer`](crate::SseLayer) and its clones: a cheap handle to keep
+/// wherever the figures are wanted (a metrics endpoint, a health check), without the layer.
+///
+/// Get it from [`SseLayer::stream_stats`](crate::SseLayer::stream_stats) after setting
+/// [`max_streams`](crate::SseLayer::max_streams), which starts a new count.
+///
+/// ```
+/// use tower_sse::SseLayer;
+///
+/// let layer = SseLayer::new().max_streams(10_000);
+/// let stats = layer.stream_stats();
+/// assert_eq!((stats.open(), stats.refused(), stats.limit()), (0, 0, Some(10_000)));
+/// ```
+#[derive(Clone)]
+pub struct StreamStats {
+    streams: Arc<Streams>,
+}
+
+impl StreamStats {
+    pub(crate) fn new(streams: Arc<Streams>) -> Self {
+        StreamStats { streams }
+    }
+
+    /// SSE streams open now.
+    pub fn open(&self) -> usize {
+        self.streams.live()
+    }
+
+    /// Streams refused so far because the limit was reached.
+    pub fn refused(&self) -> usize {
+        self.streams.refused()
+    }
+
+    /// The limit set by [`max_streams`](crate::SseLayer::max_streams), if any.
+    pub fn limit(&self) -> Option<usize> {
+        (self.streams.max() != usize::MAX).then_some(self.streams.max())
+    }
+}
+
+impl fmt::Debug for StreamStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamStats")
+            .field("open", &self.open())
+            .field("refused", &self.refused())
+            .field("limit", &self.limit())
+            .finish()
+    }
+}
 
 /// Live streams and the most allowed at once.
 #[derive(Debug)]
 pub(crate) struct Streams {
     live: AtomicUsize,
+    refused: AtomicUsize,
     max: usize,
 }
 
@@ -13,8 +69,21 @@ impl Streams {
     pub(crate) fn new(max: usize) -> Self {
         Streams {
             live: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
             max,
         }
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn count_refusal(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Takes a slot; `false` when the limit is reached.

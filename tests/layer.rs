@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{serve, RawClient};
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -17,7 +17,8 @@ use tokio::{
 };
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_sse::{
-    CloseReason, Disconnect, ErrorPolicy, Event, KeepAlive, LastEventId, SseBody, SseLayer,
+    CloseReason, Disconnect, ErrorPolicy, Event, KeepAlive, LastEventId, Shutdown, SseBody,
+    SseContext, SseLayer,
 };
 
 type Events = stream::Iter<std::vec::IntoIter<Event>>;
@@ -264,14 +265,23 @@ async fn inner_errors_pass_through_unchanged() {
     assert_eq!(svc.oneshot(Request::new(())).await.unwrap_err(), Boom);
 }
 
+/// Parses the `retry:` value of a comeback body.
+fn comeback_retry(body: &[u8]) -> u64 {
+    let text = std::str::from_utf8(body).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    assert_eq!(rest, ": over capacity, come back later\n", "{text:?}");
+    first.strip_prefix("retry: ").unwrap().parse().unwrap()
+}
+
 #[tokio::test]
-async fn beyond_the_stream_limit_clients_get_503_with_retry_after() {
+async fn beyond_the_stream_limit_clients_are_told_to_come_back_later() {
+    let layer = SseLayer::new()
+        .max_streams(3)
+        .retry(Duration::from_millis(2500))
+        .over_limit_retry(Duration::from_millis(1500));
+    let stats = layer.stream_stats();
     let svc = ServiceBuilder::new()
-        .layer(
-            SseLayer::new()
-                .max_streams(3)
-                .retry(Duration::from_millis(2500)),
-        )
+        .layer(layer)
         .service_fn(|_req: Request<Incoming>| async {
             Ok::<_, Infallible>(Response::new(SseBody::new(stream::pending::<Event>())))
         });
@@ -284,22 +294,46 @@ async fn beyond_the_stream_limit_clients_get_503_with_retry_after() {
         assert_eq!(client.next_bytes().await.unwrap(), "retry: 2500\n");
         open.push(client);
     }
-    let mut refused = RawClient::get(addr, "/", &[]).await;
+    assert_eq!(stats.open(), 3);
+
+    // An EventSource client (it asks for text/event-stream) gets a 200 stream that only sets
+    // its reconnection delay, jittered between 1x and 2x the over-limit retry, and ends.
+    let mut delays = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let mut refused = RawClient::get(addr, "/", &[]).await;
+        assert_eq!(refused.status(), 200);
+        assert_eq!(
+            refused.header("content-type").as_deref(),
+            Some("text/event-stream")
+        );
+        let (body, messages) = refused.read_to_end().await;
+        assert!(messages.is_empty(), "no event is dispatched");
+        assert!(refused.ended, "the stream ends at once");
+        let retry = comeback_retry(&body);
+        assert!((1500..=3000).contains(&retry), "{retry}");
+        delays.insert(retry);
+    }
+    assert!(delays.len() > 1, "jittered: {delays:?}");
+
+    // Any other client gets 503 with Retry-After, in whole seconds.
+    let mut refused = RawClient::get(addr, "/", &[("accept", "*/*")]).await;
     assert_eq!(refused.status(), 503);
-    assert_eq!(refused.header("retry-after").as_deref(), Some("3"));
+    assert_eq!(refused.header("retry-after").as_deref(), Some("2"));
     assert_ne!(
         refused.header("content-type").as_deref(),
         Some("text/event-stream")
     );
     let (body, _) = refused.read_to_end().await;
     assert!(body.is_empty(), "a refused stream sends nothing");
+    assert_eq!(stats.refused(), 6);
+    assert_eq!(stats.open(), 3);
 
     // A slot frees up when a client leaves.
     drop(open.pop());
     let mut again = None;
     for _ in 0..200 {
-        let client = RawClient::get(addr, "/", &[]).await;
-        if client.status() == 200 {
+        let mut client = RawClient::get(addr, "/", &[]).await;
+        if client.next_bytes().await.as_deref() == Some(b"retry: 2500\n".as_slice()) {
             again = Some(client);
             break;
         }
@@ -311,15 +345,22 @@ async fn beyond_the_stream_limit_clients_get_503_with_retry_after() {
 #[tokio::test]
 async fn the_longest_retry_gives_a_retry_after_within_client_timers() {
     let svc = ServiceBuilder::new()
-        .layer(SseLayer::new().max_streams(0).retry(Duration::MAX))
+        .layer(
+            SseLayer::new()
+                .max_streams(0)
+                .over_limit_retry(Duration::MAX),
+        )
         .service_fn(|_req: Request<Incoming>| async {
             Ok::<_, Infallible>(Response::new(SseBody::new(stream::pending::<Event>())))
         });
     let addr = serve(svc).await;
-    let refused = RawClient::get(addr, "/", &[]).await;
+    let refused = RawClient::get(addr, "/", &[("accept", "*/*")]).await;
     assert_eq!(refused.status(), 503);
     // 2^31-1 ms, rounded up to whole seconds.
     assert_eq!(refused.header("retry-after").as_deref(), Some("2147484"));
+    let mut browser = RawClient::get(addr, "/", &[]).await;
+    let (body, _) = browser.read_to_end().await;
+    assert_eq!(comeback_retry(&body), 2_147_483_647);
 }
 
 #[tokio::test]
@@ -406,4 +447,241 @@ async fn odd_last_event_id_headers_are_ignored_without_error() {
     assert_eq!(status, 400);
     let (status, _) = raw_request(addr, b"last-event-id: 1").await;
     assert_eq!(status, 200, "still serving");
+}
+
+// ---- The layer's reach, in ordinary tower compositions, over a real hyper server. ----
+
+/// Opens a stream and reads its body until it holds `until` (or the stream ends).
+async fn read_until(addr: SocketAddr, until: &str) -> (RawClient, String) {
+    let mut client = RawClient::get(addr, "/", &[]).await;
+    let mut text = String::new();
+    while !text.contains(until) {
+        match client.next_bytes().await {
+            Some(bytes) => text.push_str(std::str::from_utf8(&bytes).unwrap()),
+            None => break,
+        }
+    }
+    (client, text)
+}
+
+#[tokio::test]
+async fn a_body_built_behind_a_buffer_gets_the_layer_through_the_request() {
+    // The buffer runs the inner service (whose `call` builds the body) on a task of its own,
+    // out of the layer's reach on the current task.
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new().retry(Duration::from_millis(1234)))
+        .buffer(16)
+        .service_fn(|req: Request<Incoming>| {
+            let events = stream::iter([Event::message("hi")]).chain(stream::pending());
+            let response = match req.uri().path() {
+                "/explicit" => SseBody::from_request(&req, events).into_http_response(),
+                _ => SseBody::new(events).into_http_response(),
+            };
+            async move { Ok::<_, Infallible>(response) }
+        });
+    let addr = serve(svc).await;
+
+    let mut client = RawClient::get(addr, "/explicit", &[]).await;
+    assert_eq!(
+        client.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    let first = client.next_bytes().await.unwrap();
+    assert!(first.starts_with(b"retry: 1234\n"), "the layer's settings");
+
+    // The implicit path cannot reach the layer from there: the response is still an event
+    // stream (its headers were set when it was built), with the defaults (and a warning).
+    let mut client = RawClient::get(addr, "/implicit", &[]).await;
+    assert_eq!(
+        client.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    assert_eq!(client.header("cache-control").as_deref(), Some("no-cache"));
+    let first = client.next_bytes().await.unwrap();
+    assert!(first.starts_with(b":\n"), "the defaults");
+}
+
+#[tokio::test]
+async fn a_body_built_in_a_spawned_task_gets_settings_limit_and_disconnect() {
+    let (disconnects_tx, mut disconnects) = tokio::sync::mpsc::unbounded_channel();
+    let layer = SseLayer::new()
+        .retry(Duration::from_millis(800))
+        .max_streams(1);
+    let stats = layer.stream_stats();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |req: Request<Incoming>| {
+            let disconnects = disconnects_tx.clone();
+            async move {
+                let context = req.extensions().get::<SseContext>().unwrap().clone();
+                disconnects
+                    .send(req.extensions().get::<Disconnect>().unwrap().clone())
+                    .unwrap();
+                // The common channel pattern: a task builds the stream and hands the body back.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let events =
+                        stream::iter([Event::message("from a task")]).chain(stream::pending());
+                    let _ = tx.send(SseBody::from_context(&context, events));
+                });
+                Ok::<_, Infallible>(rx.await.unwrap().into_http_response())
+            }
+        });
+    let addr = serve(svc).await;
+
+    let (client, text) = read_until(addr, "from a task").await;
+    assert_eq!(text, "retry: 800\ndata: from a task\n\n");
+    let disconnect = disconnects.recv().await.unwrap();
+    assert_eq!(disconnect.reason(), None, "the stream is live");
+    assert_eq!(stats.open(), 1);
+
+    // The limit holds for bodies built in tasks too.
+    let (_, refused) = read_until(addr, "over capacity").await;
+    assert!(refused.starts_with("retry: "), "{refused:?}");
+    assert!(refused.contains(": over capacity"), "{refused:?}");
+    assert_eq!(stats.refused(), 1);
+    assert_eq!(
+        disconnects.recv().await.unwrap().closed().await,
+        CloseReason::NoStream
+    );
+
+    drop(client);
+    assert_eq!(disconnect.closed().await, CloseReason::Disconnected);
+}
+
+#[tokio::test]
+async fn nested_layers_apply_every_limit_and_shutdown() {
+    let shutdown = Shutdown::new();
+    let outer = SseLayer::new().max_streams(1).shutdown(&shutdown);
+    let svc = ServiceBuilder::new()
+        .layer(outer)
+        .layer(SseLayer::new().retry(Duration::from_millis(700)))
+        .service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(SseBody::new(stream::pending::<Event>())))
+        });
+    let addr = serve(svc).await;
+
+    let (mut first, head) = read_until(addr, "retry").await;
+    assert_eq!(head, "retry: 700\n", "the innermost settings");
+    let (_, second) = read_until(addr, "over capacity").await;
+    assert!(
+        second.contains(": over capacity"),
+        "the outer limit: {second:?}"
+    );
+
+    let bye = Event::builder().event("bye").data("").build().unwrap();
+    shutdown.trigger(Some(bye));
+    let (_, messages) = first.read_to_end().await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].event, "bye",
+        "the outer shutdown ends the stream"
+    );
+    assert!(first.ended);
+}
+
+#[tokio::test]
+async fn compression_in_either_order_leaves_event_streams_alone() {
+    use axum::{routing::get, Router};
+    use tower_http::compression::CompressionLayer;
+    let routes = || {
+        Router::new()
+            .route(
+                "/events",
+                get(|| async {
+                    SseBody::new(
+                        stream::iter([Event::message("x".repeat(400))]).chain(stream::pending()),
+                    )
+                }),
+            )
+            .route_service(
+                "/plain",
+                service_fn(|_req: axum::extract::Request| async {
+                    let events =
+                        stream::iter([Event::message("x".repeat(400))]).chain(stream::pending());
+                    Ok::<_, Infallible>(SseBody::new(events).into_http_response())
+                }),
+            )
+            .route("/big", get(|| async { "y".repeat(4096) }))
+    };
+    let inside =
+        tower_layer::Layer::layer(&SseLayer::new(), routes().layer(CompressionLayer::new()));
+    let outside = ServiceBuilder::new()
+        .layer(CompressionLayer::new())
+        .layer(SseLayer::new())
+        .service(routes());
+    for (order, addr) in [
+        ("compression inside", serve(inside).await),
+        ("compression outside", serve(outside).await),
+    ] {
+        let gzip = [("accept-encoding", "gzip"), ("accept", "*/*")];
+        let big = RawClient::get(addr, "/big", &gzip).await;
+        assert_eq!(
+            big.header("content-encoding").as_deref(),
+            Some("gzip"),
+            "{order}: compression is on"
+        );
+
+        for path in ["/events", "/plain"] {
+            let mut events = RawClient::get(addr, path, &[("accept-encoding", "gzip")]).await;
+            assert_eq!(events.header("content-encoding"), None, "{order} {path}");
+            assert_eq!(
+                events.header("content-type").as_deref(),
+                Some("text/event-stream")
+            );
+            // Events arrive as they are produced, not when a compressor's buffer fills.
+            assert_eq!(events.events(1).await[0].data.len(), 400, "{order} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_request_leaves_no_trace_in_the_hub() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_sse::hub::Hub;
+    let joins = std::sync::Arc::new(AtomicUsize::new(0));
+    let leaves = std::sync::Arc::new(AtomicUsize::new(0));
+    let hub = Hub::builder()
+        .on_join({
+            let joins = joins.clone();
+            move |_, _| {
+                joins.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .on_leave({
+            let leaves = leaves.clone();
+            move |_, _| {
+                leaves.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build();
+    let topic = hub.topic("room");
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new().max_streams(1))
+        .service_fn({
+            let topic = topic.clone();
+            move |req: Request<Incoming>| {
+                // A Last-Event-ID from nowhere: a history-lost for a stream that streams.
+                let subscription = topic.subscribe(req.extensions().get::<LastEventId>());
+                async move { Ok::<_, Infallible>(Response::new(SseBody::new(subscription))) }
+            }
+        });
+    let addr = serve(svc).await;
+
+    let mut streaming = RawClient::get(addr, "/", &[("last-event-id", "gone")]).await;
+    assert_eq!(streaming.events(1).await[0].event, "history-lost");
+    for _ in 0..3 {
+        let mut refused = RawClient::get(addr, "/", &[("last-event-id", "gone")]).await;
+        let (body, messages) = refused.read_to_end().await;
+        assert!(messages.is_empty() && body.starts_with(b"retry: "));
+    }
+    assert_eq!(
+        joins.load(Ordering::SeqCst),
+        1,
+        "only the streaming client joined"
+    );
+    assert_eq!(leaves.load(Ordering::SeqCst), 0);
+    assert_eq!(topic.subscribers(), 1);
+    let stats = hub.stats();
+    assert_eq!((stats.subscribers, stats.history_lost), (1, 1));
 }

@@ -1,0 +1,276 @@
+//! [`SseContext`]: what an [`SseLayer`](crate::SseLayer) hands to the SSE body of one request.
+
+use crate::{
+    disconnect::{CloseGuard, CloseReason, Disconnect},
+    settings::Settings,
+    shutdown::{Shutdown, ShutdownWatch},
+    streams::Streams,
+    sync::lock,
+};
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+};
+
+/// Why a request's SSE response is refused instead of streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The request's `Accept` header excludes `text/event-stream`.
+    NotAcceptable,
+    /// A stream limit of an enclosing layer is reached.
+    OverLimit,
+}
+
+/// The SSE context of one request: the settings of the [`SseLayer`](crate::SseLayer)s it went
+/// through, its [`Disconnect`] handle, the layers' stream limits and their [`Shutdown`]s.
+///
+/// Each `SseLayer` puts one in the request's extensions. A body built from it
+/// ([`SseBody::from_context`](crate::SseBody::from_context),
+/// [`SseBody::from_request`](crate::SseBody::from_request), the axum extractor, the warp filter)
+/// gets all of that wherever it is built: in the handler, in a task the handler spawns, behind a
+/// `tower::buffer::Buffer`. [`SseBody::new`](crate::SseBody::new) finds the same context on its
+/// own, but only while the layer is running the request on the current task.
+///
+/// Nested layers compose: an inner layer's context keeps the outer layers' stream limits and
+/// shutdowns (a stream takes a slot under every limit and ends with any shutdown) and the same
+/// disconnect handle; its settings are the innermost layer's.
+///
+/// Cloning is cheap; every clone is the same request's context.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::{convert::Infallible, time::Duration};
+/// use http::Request;
+/// use http_body_util::BodyExt;
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_sse::{Event, SseBody, SseContext, SseLayer};
+///
+/// let service = ServiceBuilder::new()
+///     .layer(SseLayer::new().retry(Duration::from_secs(2)))
+///     .service_fn(|req: Request<()>| async move {
+///         let context = req.extensions().get::<SseContext>().unwrap().clone();
+///         // Built in another task, the body still gets the layer's settings.
+///         let body = tokio::spawn(async move {
+///             let events = futures_util::stream::iter([Event::message("from a task")]);
+///             SseBody::from_context(&context, events)
+///         });
+///         Ok::<_, Infallible>(body.await.unwrap().into_http_response())
+///     });
+///
+/// let response = service.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(response.headers()["content-type"], "text/event-stream");
+/// let bytes = response.into_body().collect().await.unwrap().to_bytes();
+/// assert_eq!(bytes, "retry: 2000\ndata: from a task\n\n");
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SseContext {
+    chain: Arc<Chain>,
+    request: Arc<RequestState>,
+}
+
+/// What the layers a request went through configure, outermost first.
+#[derive(Debug)]
+struct Chain {
+    settings: Arc<Settings>,
+    limits: Vec<Arc<Streams>>,
+    shutdowns: Vec<Shutdown>,
+}
+
+/// What all the layers of one request share.
+struct RequestState {
+    handle: Disconnect,
+    /// The request's `Accept` header excludes `text/event-stream`.
+    not_acceptable: bool,
+    /// The request's `Accept` header asks for `text/event-stream` (as `EventSource` does).
+    event_stream_client: bool,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// The body half of the disconnect handle, until a body takes it.
+    guard: Option<CloseGuard>,
+    /// A body was built from this context (even a refused one).
+    built: bool,
+    refusal: Option<Refusal>,
+    /// The response was returned: a body built now is out of the layer's reach.
+    finished: bool,
+}
+
+/// What a body being built takes from its context.
+pub(crate) struct BodyParts {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) guard: Option<CloseGuard>,
+    pub(crate) shutdowns: Vec<ShutdownWatch>,
+    /// The body must send nothing but `comeback`, if any: the response is a refusal.
+    pub(crate) refused: bool,
+    /// For an over-limit `EventSource` client: the `retry:` frame that makes it come back.
+    pub(crate) comeback: Option<bytes::Bytes>,
+}
+
+impl BodyParts {
+    /// Outside any layer: the defaults, no guard, no shutdown.
+    pub(crate) fn outside() -> BodyParts {
+        BodyParts {
+            settings: Settings::shared_default(),
+            guard: None,
+            shutdowns: Vec::new(),
+            refused: false,
+            comeback: None,
+        }
+    }
+}
+
+/// How a request under a layer ended, as its response future sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outcome {
+    /// A body was built from the context (in reach of the layer).
+    pub(crate) built: bool,
+    pub(crate) refusal: Option<Refusal>,
+    /// The refused client gets a `200` stream that tells it when to come back.
+    pub(crate) comeback: bool,
+}
+
+impl SseContext {
+    /// The context of a request entering a layer: a new one, or, under an enclosing layer, the
+    /// enclosing one extended with this layer's limit and shutdown and its settings.
+    pub(crate) fn enter(
+        parent: Option<&SseContext>,
+        settings: &Arc<Settings>,
+        limit: &Arc<Streams>,
+        shutdown: Option<&Shutdown>,
+        accept: (bool, bool),
+    ) -> SseContext {
+        let (mut limits, mut shutdowns) = match parent {
+            Some(parent) => (parent.chain.limits.clone(), parent.chain.shutdowns.clone()),
+            None => (Vec::new(), Vec::new()),
+        };
+        limits.push(limit.clone());
+        shutdowns.extend(shutdown.cloned());
+        let chain = Arc::new(Chain {
+            settings: settings.clone(),
+            limits,
+            shutdowns,
+        });
+        let request = match parent {
+            Some(parent) => parent.request.clone(),
+            None => {
+                let (handle, guard) = Disconnect::pair();
+                let (acceptable, event_stream_client) = accept;
+                Arc::new(RequestState {
+                    handle,
+                    not_acceptable: !acceptable,
+                    event_stream_client,
+                    slot: Mutex::new(Slot {
+                        guard: Some(guard),
+                        ..Slot::default()
+                    }),
+                })
+            }
+        };
+        SseContext { chain, request }
+    }
+
+    /// The request's disconnect handle: it completes when the SSE response ends.
+    pub fn disconnect(&self) -> Disconnect {
+        self.request.handle.clone()
+    }
+
+    /// What a body built now takes. The first body of the request is its stream: it takes a
+    /// slot under every enclosing limit (or is refused) and carries the disconnect guard. A
+    /// later one (rare) gets the settings and shutdowns only.
+    pub(crate) fn take_for_body(&self) -> BodyParts {
+        let chain = &self.chain;
+        let mut parts = BodyParts {
+            settings: chain.settings.clone(),
+            guard: None,
+            shutdowns: chain.shutdowns.iter().map(Shutdown::watch).collect(),
+            refused: false,
+            comeback: None,
+        };
+        let mut slot = lock(&self.request.slot);
+        if slot.finished {
+            tracing::warn!(
+                "an SseBody was built after its request's response was returned: it gets the \
+                 layer's settings, but no stream limit, no disconnect handle and no SSE \
+                 headers; build the body before the handler returns"
+            );
+            return parts;
+        }
+        if slot.built {
+            return parts;
+        }
+        slot.built = true;
+        let Some(guard) = slot.guard.take() else {
+            return parts;
+        };
+        let refusal = if self.request.not_acceptable {
+            Some(Refusal::NotAcceptable)
+        } else if !acquire_all(&chain.limits) {
+            Some(Refusal::OverLimit)
+        } else {
+            None
+        };
+        match refusal {
+            None => parts.guard = Some(guard.counting(chain.limits.clone())),
+            Some(refusal) => {
+                slot.guard = Some(guard);
+                slot.refusal = Some(refusal);
+                parts.refused = true;
+                if refusal == Refusal::OverLimit {
+                    tracing::info!(
+                        limit = ?chain.limits.iter().map(|l| l.max()).collect::<Vec<_>>(),
+                        "SSE stream refused: a stream limit is reached"
+                    );
+                    if self.request.event_stream_client {
+                        parts.comeback = Some(chain.settings.comeback_frame());
+                    }
+                }
+            }
+        }
+        parts
+    }
+
+    /// Marks the response as returned and says how the request went; closes the disconnect
+    /// handle with [`CloseReason::NoStream`] when no body took it.
+    pub(crate) fn finish(&self) -> Outcome {
+        let mut slot = lock(&self.request.slot);
+        slot.finished = true;
+        if let Some(guard) = slot.guard.take() {
+            guard.close(CloseReason::NoStream);
+        }
+        Outcome {
+            built: slot.built,
+            refusal: slot.refusal,
+            comeback: slot.refusal == Some(Refusal::OverLimit) && self.request.event_stream_client,
+        }
+    }
+
+    /// The settings a body under this context starts with.
+    pub(crate) fn settings(&self) -> &Arc<Settings> {
+        &self.chain.settings
+    }
+}
+
+/// Takes a slot under every limit, or none.
+fn acquire_all(limits: &[Arc<Streams>]) -> bool {
+    for (i, limit) in limits.iter().enumerate() {
+        if !limit.acquire() {
+            limits[..i].iter().for_each(|taken| taken.release());
+            limit.count_refusal();
+            return false;
+        }
+    }
+    true
+}
+
+impl fmt::Debug for SseContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseContext")
+            .field("settings", &self.chain.settings)
+            .field("layers", &self.chain.limits.len())
+            .field("disconnect", &self.request.handle)
+            .finish()
+    }
+}
