@@ -51,7 +51,9 @@ async fn handle(
                 .build()
                 .expect("digits are a valid id")
         });
-    Ok(Response::new(Either::Left(SseBody::new(ticks))))
+    Ok(SseBody::from_request(&req, ticks)
+        .into_http_response()
+        .map(Either::Left))
 }
 
 #[tokio::main]

@@ -48,7 +48,11 @@ fn handle(feed: &Topic, req: &Request<Incoming>) -> Response<Body> {
             // Resume after the last event seen, or start from the latest values.
             let last = req.extensions().get::<LastEventId>();
             let subscription = feed.subscribe_with_recent(last, SYMBOLS.len() + 1);
-            Response::new(Either::Left(SseBody::new(subscription)))
+            // From the request: the layer's context reaches the body wherever this runs, and
+            // the response carries its SSE headers from here on.
+            SseBody::from_request(req, subscription)
+                .into_http_response()
+                .map(Either::Left)
         }
         _ => {
             let mut res = Response::new(Either::Right(Full::from("not found\n")));

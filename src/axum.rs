@@ -2,8 +2,9 @@
 //!
 //! - A handler returns an [`SseBody`] directly: it implements `IntoResponse`, with the SSE
 //!   headers set.
-//! - [`LastEventId`] and [`Disconnect`] are extractors (use `Option<LastEventId>` when the header
-//!   may be absent).
+//! - [`LastEventId`], [`Disconnect`] and [`SseContext`] are extractors (use
+//!   `Option<LastEventId>` when the header may be absent). Build a body from the
+//!   `SseContext` with [`SseBody::from_context`] when it is built in a task the handler spawns.
 //! - `Router::new()...layer(SseLayer::new()...)` configures every SSE route under it: keep-alive,
 //!   retry hint, coalescing and error policy are set in that one place.
 //! - [`SendTimeoutListener`] wraps a listener for `axum::serve` so stalled clients are closed.
@@ -52,7 +53,7 @@
 
 use crate::{
     body::SseItem, headers::set_sse_headers, io::SendTimeout, BoxError, Disconnect, LastEventId,
-    SseBody,
+    SseBody, SseContext,
 };
 use axum::{
     body::Body,
@@ -106,14 +107,15 @@ impl<St: Send + Sync> OptionalFromRequestParts<St> for LastEventId {
     }
 }
 
-/// Rejection of the [`Disconnect`] extractor when no [`SseLayer`](crate::SseLayer) is installed.
+/// Rejection of the [`Disconnect`] and [`SseContext`] extractors when no
+/// [`SseLayer`](crate::SseLayer) is installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MissingSseLayer;
 
 impl fmt::Display for MissingSseLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the Disconnect extractor needs tower_sse::SseLayer around the route")
+        f.write_str("this extractor needs tower_sse::SseLayer around the route")
     }
 }
 
@@ -132,6 +134,47 @@ impl<St: Send + Sync> FromRequestParts<St> for Disconnect {
         parts
             .extensions
             .get::<Disconnect>()
+            .cloned()
+            .ok_or(MissingSseLayer)
+    }
+}
+
+/// The request's [`SseContext`], for a body built where the layer cannot reach on its own (a
+/// task the handler spawns). Fails with [`MissingSseLayer`] without an
+/// [`SseLayer`](crate::SseLayer).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tower::ServiceExt;
+/// use tower_sse::{Event, SseBody, SseContext, SseLayer};
+///
+/// async fn events(context: SseContext) -> SseBody<futures_util::stream::Iter<std::vec::IntoIter<Event>>> {
+///     // Whatever runs the work (here a spawned task) builds the body with the layer's context.
+///     tokio::spawn(async move {
+///         SseBody::from_context(&context, futures_util::stream::iter(vec![Event::message("done")]))
+///     })
+///     .await
+///     .unwrap()
+/// }
+///
+/// let app = Router::new()
+///     .route("/events", get(events))
+///     .layer(SseLayer::new().retry(Duration::from_secs(3)));
+/// let request = http::Request::builder().uri("/events").body(axum::body::Body::empty()).unwrap();
+/// let response = app.oneshot(request).await.unwrap();
+/// let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+/// assert_eq!(body, "retry: 3000\ndata: done\n\n");
+/// # }
+/// ```
+impl<St: Send + Sync> FromRequestParts<St> for SseContext {
+    type Rejection = MissingSseLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<SseContext>()
             .cloned()
             .ok_or(MissingSseLayer)
     }

@@ -84,9 +84,11 @@ pin_project! {
     /// - **Disconnect**: dropping the body drops the stream and completes its [`Disconnect`].
     /// - **Errors**: see [`ErrorPolicy`].
     ///
-    /// Created with [`SseBody::new`], which takes its settings from the innermost
-    /// [`SseLayer`](crate::SseLayer) the request went through (or the defaults outside any);
-    /// the setters here override them for one body.
+    /// Created with [`SseBody::new`], which takes the request's [`SseContext`] (the settings of
+    /// the innermost [`SseLayer`](crate::SseLayer) the request went through, its limits and
+    /// shutdowns) while the layer runs the request on the current task, or the defaults outside
+    /// any; with [`from_request`](SseBody::from_request) or [`from_context`](SseBody::from_context)
+    /// wherever it is built. The setters here override the settings for one body.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

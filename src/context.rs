@@ -69,12 +69,29 @@ pub struct SseContext {
     request: Arc<RequestState>,
 }
 
-/// What the layers a request went through configure, outermost first.
+/// What the layers a request went through configure, outermost first. A layer makes its own
+/// once, shared by every request that enters no other layer.
 #[derive(Debug)]
-struct Chain {
+pub(crate) struct Chain {
     settings: Arc<Settings>,
-    limits: Vec<Arc<Streams>>,
+    /// Shared with the disconnect guard of every stream, which gives the slots back.
+    limits: Arc<[Arc<Streams>]>,
     shutdowns: Vec<Shutdown>,
+}
+
+impl Chain {
+    /// The chain of a layer alone.
+    pub(crate) fn of_layer(
+        settings: Arc<Settings>,
+        limit: Arc<Streams>,
+        shutdown: Option<Shutdown>,
+    ) -> Arc<Chain> {
+        Arc::new(Chain {
+            settings,
+            limits: Arc::new([limit]),
+            shutdowns: shutdown.into_iter().collect(),
+        })
+    }
 }
 
 /// What all the layers of one request share.
@@ -137,28 +154,15 @@ impl SseContext {
     /// enclosing one extended with this layer's limit and shutdown and its settings.
     pub(crate) fn enter(
         parent: Option<&SseContext>,
-        settings: &Arc<Settings>,
-        limit: &Arc<Streams>,
-        shutdown: Option<&Shutdown>,
+        layer: &Arc<Chain>,
         accept: (bool, bool),
     ) -> SseContext {
-        let (mut limits, mut shutdowns) = match parent {
-            Some(parent) => (parent.chain.limits.clone(), parent.chain.shutdowns.clone()),
-            None => (Vec::new(), Vec::new()),
-        };
-        limits.push(limit.clone());
-        shutdowns.extend(shutdown.cloned());
-        let chain = Arc::new(Chain {
-            settings: settings.clone(),
-            limits,
-            shutdowns,
-        });
-        let request = match parent {
-            Some(parent) => parent.request.clone(),
-            None => {
-                let (handle, guard) = Disconnect::pair();
-                let (acceptable, event_stream_client) = accept;
-                Arc::new(RequestState {
+        let Some(parent) = parent else {
+            let (handle, guard) = Disconnect::pair();
+            let (acceptable, event_stream_client) = accept;
+            return SseContext {
+                chain: layer.clone(),
+                request: Arc::new(RequestState {
                     handle,
                     not_acceptable: !acceptable,
                     event_stream_client,
@@ -166,10 +170,29 @@ impl SseContext {
                         guard: Some(guard),
                         ..Slot::default()
                     }),
-                })
-            }
+                }),
+            };
         };
-        SseContext { chain, request }
+        let outer = &parent.chain;
+        let chain = Arc::new(Chain {
+            settings: layer.settings.clone(),
+            limits: outer
+                .limits
+                .iter()
+                .chain(layer.limits.iter())
+                .cloned()
+                .collect(),
+            shutdowns: outer
+                .shutdowns
+                .iter()
+                .chain(&layer.shutdowns)
+                .cloned()
+                .collect(),
+        });
+        SseContext {
+            chain,
+            request: parent.request.clone(),
+        }
     }
 
     /// The request's disconnect handle: it completes when the SSE response ends.

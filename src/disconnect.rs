@@ -18,8 +18,13 @@ pub enum CloseReason {
     Disconnected,
     /// The event stream yielded an error, which ended the response.
     Error,
-    /// The request was answered without an SSE body (for instance an error status, or a
-    /// refusal by the layer's stream limit or `Accept` check).
+    /// The request was answered without an SSE body in the layer's reach: an error status, a
+    /// refusal by the layer's stream limit or `Accept` check, or a body built where the layer
+    /// could not hand it this handle (with [`SseBody::new`](crate::SseBody::new) in a task the
+    /// handler spawned, or behind a buffer). In that last case the stream is live although the
+    /// handle says it ended, and the layer logs a warning if the response is an event stream:
+    /// build the body with [`SseBody::from_request`](crate::SseBody::from_request) or
+    /// [`SseBody::from_context`](crate::SseBody::from_context) instead.
     NoStream,
     /// The server's [`Shutdown`](crate::Shutdown) ended the stream.
     Shutdown,
@@ -68,7 +73,7 @@ impl Disconnect {
             },
             CloseGuard {
                 shared,
-                streams: Vec::new(),
+                streams: None,
             },
         )
     }
@@ -110,12 +115,12 @@ impl fmt::Debug for Disconnect {
 pub(crate) struct CloseGuard {
     shared: Arc<Shared>,
     /// The stream slots this response holds, one under each enclosing layer's limit.
-    streams: Vec<Arc<Streams>>,
+    streams: Option<Arc<[Arc<Streams>]>>,
 }
 
 impl CloseGuard {
-    pub(crate) fn counting(mut self, streams: Vec<Arc<Streams>>) -> Self {
-        self.streams = streams;
+    pub(crate) fn counting(mut self, streams: Arc<[Arc<Streams>]>) -> Self {
+        self.streams = Some(streams);
         self
     }
 
@@ -135,7 +140,9 @@ impl CloseGuard {
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         self.close(CloseReason::Disconnected);
-        self.streams.iter().for_each(|streams| streams.release());
+        for streams in self.streams.iter().flat_map(|all| all.iter()) {
+            streams.release();
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! [`SseLayer`]: the tower layer that configures and frames SSE responses.
 
 use crate::{
-    service::{Config, SseService},
+    context::Chain,
+    service::SseService,
     settings::{settings_setters, Settings},
     shutdown::Shutdown,
     streams::{StreamStats, Streams},
@@ -82,6 +83,14 @@ pub struct SseLayer {
     config: Config,
 }
 
+/// What a layer configures, as its setters build it.
+#[derive(Debug, Clone)]
+struct Config {
+    settings: Arc<Settings>,
+    streams: Arc<Streams>,
+    shutdown: Option<Shutdown>,
+}
+
 impl Default for SseLayer {
     fn default() -> Self {
         SseLayer {
@@ -152,6 +161,12 @@ impl<S> Layer<S> for SseLayer {
     type Service = SseService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SseService::new(inner, self.config.clone())
+        let config = &self.config;
+        let chain = Chain::of_layer(
+            config.settings.clone(),
+            config.streams.clone(),
+            config.shutdown.clone(),
+        );
+        SseService::new(inner, chain)
     }
 }

@@ -1,14 +1,11 @@
 //! [`SseService`]: the service produced by [`SseLayer`](crate::SseLayer).
 
 use crate::{
-    context::SseContext,
+    context::{Chain, SseContext},
     future::ResponseFuture,
     headers::{accepts_event_stream, asks_for_event_stream},
     last_event_id::LastEventId,
     scope,
-    settings::Settings,
-    shutdown::Shutdown,
-    streams::Streams,
 };
 use http::{Request, Response};
 use std::{
@@ -17,25 +14,18 @@ use std::{
 };
 use tower_service::Service;
 
-/// What a layer shares with every service it makes: cheap to clone.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) streams: Arc<Streams>,
-    pub(crate) shutdown: Option<Shutdown>,
-}
-
 /// Middleware that frames and configures SSE responses; made by
 /// [`SseLayer`](crate::SseLayer), see there.
 #[derive(Debug, Clone)]
 pub struct SseService<S> {
     inner: S,
-    config: Config,
+    /// What the layer configures, shared by every request and every clone.
+    chain: Arc<Chain>,
 }
 
 impl<S> SseService<S> {
-    pub(crate) fn new(inner: S, config: Config) -> Self {
-        SseService { inner, config }
+    pub(crate) fn new(inner: S, chain: Arc<Chain>) -> Self {
+        SseService { inner, chain }
     }
 
     /// A reference to the inner service.
@@ -78,14 +68,7 @@ where
         if let Some(id) = last_event_id {
             extensions.insert(id);
         }
-        let config = &self.config;
-        let context = SseContext::enter(
-            extensions.get::<SseContext>(),
-            &config.settings,
-            &config.streams,
-            config.shutdown.as_ref(),
-            accept,
-        );
+        let context = SseContext::enter(extensions.get::<SseContext>(), &self.chain, accept);
         extensions.insert(context.disconnect());
         extensions.insert(context.clone());
         let inner = scope::enter(&context, || self.inner.call(req));

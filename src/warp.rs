@@ -1,7 +1,7 @@
 //! warp 0.4 integration (feature `warp`): [`SseBody`] as a warp reply.
 //!
 //! A filter returns an [`SseBody`] directly: it implements `warp::Reply`, with the SSE headers
-//! set. To configure every SSE route of an app in one place (and get the `Last-Event-ID`
+//! set. [`context`] extracts the request's [`SseContext`], for bodies built in a task. To configure every SSE route of an app in one place (and get the `Last-Event-ID`
 //! extension and the [`Disconnect`](crate::Disconnect) handle), put [`SseLayer`](crate::SseLayer)
 //! around `warp::service(filter)` and serve that with hyper-util; warp's own reply body type is
 //! private, which is why the layer goes around the service rather than inside a filter.
@@ -29,9 +29,43 @@
 //! # }
 //! ```
 
-use crate::{body::SseItem, headers::set_sse_headers, BoxError, SseBody};
+use crate::{body::SseItem, headers::set_sse_headers, BoxError, SseBody, SseContext};
 use futures_core::Stream;
 use http_body_util::BodyExt;
+use warp::Filter;
+
+/// A filter that extracts the request's [`SseContext`], for a body built where the layer cannot
+/// reach on its own (a task the filter spawns): build it with [`SseBody::from_context`]. Rejects
+/// the request (not found) without an [`SseLayer`](crate::SseLayer) around the service.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_sse::{Event, SseBody, SseLayer};
+/// use warp::Filter;
+///
+/// let filter = warp::path("events")
+///     .and(tower_sse::warp::context())
+///     .and_then(|context: tower_sse::SseContext| async move {
+///         let body = tokio::spawn(async move {
+///             SseBody::from_context(&context, futures_util::stream::iter([Event::message("done")]))
+///         });
+///         Ok::<_, std::convert::Infallible>(body.await.unwrap())
+///     });
+/// let service = ServiceBuilder::new()
+///     .layer(SseLayer::new().retry(Duration::from_millis(250)))
+///     .service(warp::service(filter));
+/// let request = http::Request::builder().uri("/events").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// use http_body_util::BodyExt;
+/// let bytes = response.into_body().collect().await.unwrap().to_bytes();
+/// assert_eq!(bytes, "retry: 250\ndata: done\n\n");
+/// # }
+/// ```
+pub fn context() -> impl Filter<Extract = (SseContext,), Error = warp::Rejection> + Clone {
+    warp::ext::get::<SseContext>()
+}
 
 impl<S> warp::Reply for SseBody<S>
 where

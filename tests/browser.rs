@@ -142,6 +142,41 @@ async fn start_test_server() -> SocketAddr {
     serve(app).await
 }
 
+/// A server whose one stream route admits two streams at a time; each stream waits until four
+/// requests have come in (so two were surely turned away), sends three events and waits, so a
+/// stream's slot frees up only when its page closes it.
+async fn start_limited_server() -> (SocketAddr, tower_sse::StreamStats) {
+    let layer = SseLayer::new()
+        .max_streams(2)
+        .over_limit_retry(Duration::from_millis(300));
+    let stats = layer.stream_stats();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route(
+            "/blank",
+            get(|| async { Html("<!doctype html><title>t</title>") }),
+        )
+        .route(
+            "/limited",
+            get(move || {
+                let requests = requests.clone();
+                requests.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let all_came = stream::once(async move {
+                        while requests.load(Ordering::SeqCst) < 4 {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    })
+                    .filter_map(|()| async { None });
+                    let events = stream::iter(0..3).map(|i| Event::message(i.to_string()));
+                    SseBody::new(all_came.chain(events).chain(stream::pending()))
+                }
+            }),
+        )
+        .layer(layer);
+    (serve(app).await, stats)
+}
+
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -160,12 +195,14 @@ async fn eventsource_in_chromium() {
     }
     let base = start_test_server().await;
     let chat = serve(chat::app(chat::hub())).await;
+    let (limited, limited_stats) = start_limited_server().await;
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let run = tokio::process::Command::new("node")
         .arg(dir.join("run.mjs"))
         .arg(format!("http://{base}"))
         .arg(format!("http://{chat}"))
+        .arg(format!("http://{limited}"))
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(120), run)
@@ -220,6 +257,24 @@ async fn eventsource_in_chromium() {
     assert!(failing["onerrorCalls"].as_u64().unwrap() >= 1, "{failing}");
     let gap = failing["reconnectAfterMs"].as_f64().unwrap();
     assert!(gap >= 700.0, "reconnected after {gap} ms: {failing}");
+
+    // Over the stream limit: with two streams allowed and four pages, every page eventually
+    // gets its events, the refused ones by coming back on their own after the retry delay.
+    let limited = &results["limited"];
+    let pages = limited.as_array().expect("one result a page");
+    assert_eq!(pages.len(), 4, "{limited}");
+    for page in pages {
+        assert_eq!(page["data"], json!(["0", "1", "2"]), "{limited}");
+    }
+    let reopened = pages
+        .iter()
+        .filter(|p| p["opens"].as_u64().unwrap() > 1)
+        .count();
+    assert!(
+        reopened >= 2,
+        "at least two pages were turned away first: {limited}"
+    );
+    assert!(limited_stats.refused() >= 2, "{limited_stats:?}");
 
     // A server-closed stream reconnects and resumes from Last-Event-ID: no loss, no duplicate.
     let resume = &results["resume"];

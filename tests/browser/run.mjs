@@ -2,9 +2,10 @@
 // browser's own EventSource received, as one JSON object on stdout. The Rust test asserts on it.
 //
 // usage: node run.mjs <base url of the test server> <base url of the chat example>
+//                     <base url of the server with a stream limit>
 import { chromium } from "playwright-core";
 
-const [base, chatBase] = process.argv.slice(2);
+const [base, chatBase, limitedBase] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 const browser = await chromium.launch({
@@ -118,6 +119,34 @@ try {
         }, 1500);
       }),
   );
+
+  // Four pages against a limit of two streams: each waits for its three events, then closes.
+  const limitedPages = await Promise.all([0, 1, 2, 3].map(() => context.newPage()));
+  await Promise.all(limitedPages.map((p) => p.goto(`${limitedBase}/blank`)));
+  results.limited = await Promise.all(
+    limitedPages.map((p) =>
+      p.evaluate(
+        () =>
+          new Promise((resolve) => {
+            const data = [];
+            let opens = 0;
+            const source = new EventSource("/limited");
+            source.onopen = () => {
+              opens += 1;
+            };
+            source.onmessage = (e) => {
+              data.push(e.data);
+              if (data.length === 3) {
+                source.close();
+                resolve({ data, opens });
+              }
+            };
+            setTimeout(() => resolve({ timeout: true, data, opens }), 20000);
+          }),
+      ),
+    ),
+  );
+  await Promise.all(limitedPages.map((p) => p.close()));
 
   // The chat example: a message posted from one page appears in another.
   const ann = await context.newPage();
