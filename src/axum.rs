@@ -127,15 +127,16 @@ impl IntoResponse for MissingSseLayer {
     }
 }
 
+/// An extension the layer puts in every request, or the rejection that says it is missing.
+fn put_by_the_layer<T: Clone + Send + Sync + 'static>(parts: &Parts) -> Result<T, MissingSseLayer> {
+    parts.extensions.get::<T>().cloned().ok_or(MissingSseLayer)
+}
+
 impl<St: Send + Sync> FromRequestParts<St> for Disconnect {
     type Rejection = MissingSseLayer;
 
     async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Disconnect>()
-            .cloned()
-            .ok_or(MissingSseLayer)
+        put_by_the_layer(parts)
     }
 }
 
@@ -172,11 +173,7 @@ impl<St: Send + Sync> FromRequestParts<St> for SseContext {
     type Rejection = MissingSseLayer;
 
     async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<SseContext>()
-            .cloned()
-            .ok_or(MissingSseLayer)
+        put_by_the_layer(parts)
     }
 }
 
