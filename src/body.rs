@@ -161,14 +161,19 @@ impl<S> SseBody<S> {
     /// while the layer runs the request on the current task: in an axum handler, a warp filter,
     /// a hyper service's `call` or its future. A body built out of that reach (in a task the
     /// handler spawns, or behind a `tower::buffer::Buffer`) gets the defaults instead, no
-    /// stream limit, no shutdown, and its own [`disconnect_handle`](SseBody::disconnect_handle);
-    /// the layer logs a `tracing` warning when such a response says it is an event stream.
+    /// stream limit, no shutdown, and its own [`disconnect_handle`](SseBody::disconnect_handle).
+    /// That is never silent: the layer logs a `tracing` warning when such a response says it
+    /// is an event stream, and the first body built with no context while a layer is in use in
+    /// the process logs one too.
     /// Build those with [`from_request`](SseBody::from_request) or
     /// [`from_context`](SseBody::from_context).
     pub fn new(stream: S) -> Self {
         let parts = match scope::current() {
             Some(context) => context.take_for_body(),
-            None => BodyParts::outside(),
+            None => {
+                scope::no_context_found();
+                BodyParts::outside()
+            }
         };
         Self::from_parts(stream, parts)
     }

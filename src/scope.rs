@@ -8,7 +8,33 @@
 //! innermost context, which carries the outer layers' limits and shutdowns, is current.
 
 use crate::context::SseContext;
-use std::cell::RefCell;
+use std::{
+    cell::RefCell,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+/// Set once any layer has made a service in this process.
+static LAYER_IN_USE: AtomicBool = AtomicBool::new(false);
+/// Set once the warning below has been logged.
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a layer is in use, so that a body built out of its reach is reported.
+pub(crate) fn layer_in_use() {
+    LAYER_IN_USE.store(true, Ordering::Relaxed);
+}
+
+/// Reports, once per process, a body built with no context while a layer is in use: almost
+/// always a body built out of the layer's reach.
+pub(crate) fn no_context_found() {
+    if LAYER_IN_USE.load(Ordering::Relaxed) && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "SseBody::new found no SseContext although an SseLayer is in use: a body built \
+             out of the layer's reach (in a spawned task, behind a Buffer) gets the default \
+             settings, no stream limit, no shutdown and no disconnect handle; build it with \
+             SseBody::from_request or SseBody::from_context (logged once)"
+        );
+    }
+}
 
 thread_local! {
     static CURRENT: RefCell<Option<SseContext>> = const { RefCell::new(None) };

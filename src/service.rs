@@ -25,6 +25,7 @@ pub struct SseService<S> {
 
 impl<S> SseService<S> {
     pub(crate) fn new(inner: S, chain: Arc<Chain>) -> Self {
+        scope::layer_in_use();
         SseService { inner, chain }
     }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{serve, RawClient};
+use common::{logs_of, serve, RawClient};
 use futures_util::{stream, StreamExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -684,4 +684,32 @@ async fn a_refused_request_leaves_no_trace_in_the_hub() {
     assert_eq!(topic.subscribers(), 1);
     let stats = hub.stats();
     assert_eq!((stats.subscribers, stats.history_lost), (1, 1));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_event_stream_built_out_of_reach_is_reported() {
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new())
+        .buffer(4)
+        .service_fn(|_req: Request<()>| {
+            let response = SseBody::new(events(&["x"])).into_http_response();
+            async move { Ok::<_, Infallible>(response) }
+        });
+    let (response, logs) = logs_of(svc.oneshot(Request::new(()))).await;
+    let response = response.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(
+        logs.contains("no SseBody built in reach of the SseLayer"),
+        "{logs}"
+    );
+
+    // Built in reach: nothing to report.
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new())
+        .service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(SseBody::new(events(&["x"])).into_http_response())
+        });
+    let (_, logs) = logs_of(svc.oneshot(Request::new(()))).await;
+    assert!(!logs.contains("WARN"), "{logs}");
 }

@@ -327,3 +327,28 @@ pub async fn post_json(addr: SocketAddr, path: &str, json: &str) -> (u16, String
         .unwrap_or_default();
     (status, body)
 }
+
+/// Everything logged on this thread while `f` runs.
+pub async fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let output = f.await;
+    let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    (output, text)
+}
