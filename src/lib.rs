@@ -69,6 +69,8 @@
 //!   send-timeout listener for `axum::serve` (module `axum`).
 //! - `warp`: `SseBody` as a warp reply (module `warp`).
 //! - `tcp`: `io::tcp_user_timeout`, for peers that vanish without closing (Linux).
+//! - `server`: `serve::Server`, which serves any tower service over HTTP/1.1 and h2c with the
+//!   timeouts, connection cap and graceful shutdown that long-lived streams need.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
@@ -90,6 +92,9 @@ mod keep_alive;
 mod last_event_id;
 mod layer;
 mod scope;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod serve;
 mod service;
 mod settings;
 mod shutdown;
