@@ -1,7 +1,7 @@
 //! A ticking SSE stream served by plain hyper 1 through `SseLayer`.
 //!
 //! ```text
-//! cargo run --example hyper_ticker
+//! cargo run --example hyper_ticker --features server
 //! curl -N http://127.0.0.1:3000/ticks
 //! curl -N -H 'Last-Event-ID: 10' http://127.0.0.1:3000/ticks   # resumes at tick 11
 //! ```
@@ -12,16 +12,11 @@ use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use std::{convert::Infallible, time::Duration};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::IntervalStream;
 use tower::ServiceBuilder;
-use tower_sse::{Event, LastEventId, SseBody, SseLayer};
+use tower_sse::{serve::Server, Event, LastEventId, SseBody, SseLayer};
 
 async fn handle(
     req: Request<Incoming>,
@@ -66,15 +61,7 @@ async fn main() -> std::io::Result<()> {
         .layer(SseLayer::new().retry(Duration::from_secs(2)))
         .service_fn(handle);
 
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        // Events are small writes: don't let Nagle hold them back.
-        tcp.set_nodelay(true)?;
-        let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    }
+    // HTTP/1.1 and h2c on one port, with send timeouts and TCP_NODELAY.
+    Server::new(listener).serve(service).await;
+    Ok(())
 }

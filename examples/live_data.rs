@@ -1,14 +1,14 @@
 //! A live dashboard feed on plain hyper 1: JSON pushed every second, several named event types.
 //!
 //! ```text
-//! cargo run --example live_data
+//! cargo run --example live_data --features server
 //! ```
 //!
 //! - `GET /` — a page that renders the feed live
 //! - `GET /feed` — the event stream: `price` events (one per symbol) and a `metrics` event each
 //!   second; a new client first gets the latest values from the history
 //!
-//! Served with hyper-util's `auto` builder, so HTTP/1.1 and HTTP/2 (h2c) both work; Ctrl-C ends
+//! Served with `tower_sse::serve::Server`, so HTTP/1.1 and HTTP/2 (h2c) both work; Ctrl-C ends
 //! every stream with a final event and a `retry` hint, then the server exits. Set `PORT` to listen
 //! elsewhere (`PORT=0` picks a free port).
 
@@ -16,16 +16,11 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
-};
 use std::{convert::Infallible, future::Future, time::Duration};
 use tower::ServiceBuilder;
 use tower_sse::{
     hub::{Hub, Subscription, Topic},
-    io::SendTimeout,
+    serve::Server,
     Event, LastEventId, SseBody, SseLayer,
 };
 
@@ -105,7 +100,7 @@ pub async fn produce(feed: Topic, period: Duration) {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     feed: Topic,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let service = ServiceBuilder::new()
         .layer(SseLayer::new().retry(Duration::from_secs(2)))
@@ -113,27 +108,10 @@ pub async fn serve(
             let response = handle(&feed, &req);
             async move { Ok::<_, Infallible>(response) }
         });
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                tcp.set_nodelay(true)?;
-                let io = TokioIo::new(SendTimeout::new(tcp, Duration::from_secs(30)));
-                let service = TowerToHyperService::new(service.clone());
-                let conn = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(io, service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    // HTTP/1.1 and h2c, send timeouts, graceful shutdown: one call.
+    Server::new(listener)
+        .serve_with_graceful_shutdown(service, shutdown)
+        .await;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Connection-scale load generator: tower-sse against axum's `Sse`, same load, same run.
 //!
 //! ```text
-//! cargo run --release --example loadgen --features axum -- --connections 10000 --events 100 --runs 3
+//! cargo run --release --example loadgen --features axum,server -- --connections 10000 --events 100 --runs 3
 //! ```
 //!
 //! For each run and each implementation (see `scale_server.rs`), it starts the server as a child
@@ -20,7 +20,7 @@
 //!
 //! Options: `--connections N` (default 10000), `--events M` (100), `--interval-ms T` (50, between
 //! events), `--payload BYTES` (256), `--runs R` (3), `--idle-s S` (17: idle time before the
-//! memory reading, longer than the 15 s keep-alive), `--impls a,b,c` (all three).
+//! memory reading, longer than the 15 s keep-alive), `--impls a,b,c` (all of them).
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "scale_server.rs"]

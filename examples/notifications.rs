@@ -1,7 +1,7 @@
 //! Per-user push notifications on warp 0.4, with `SseLayer` around `warp::service`.
 //!
 //! ```text
-//! cargo run --example notifications --features warp
+//! cargo run --example notifications --features warp,server
 //! ```
 //!
 //! - `GET /` — a page: pick a user id, watch its notifications, send some
@@ -12,15 +12,10 @@
 //! Each user is one hub topic, so a user who was offline gets what arrived meanwhile (up to the
 //! history) when their app reconnects. Set `PORT` to listen elsewhere (`PORT=0`: a free port).
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use serde::Deserialize;
 use std::{convert::Infallible, time::Duration};
 use tower::ServiceBuilder;
-use tower_sse::{hub::Hub, io::SendTimeout, Event, LastEventId, SseBody, SseLayer};
+use tower_sse::{hub::Hub, serve::Server, Event, LastEventId, SseBody, SseLayer};
 use warp::{http::StatusCode, Filter};
 
 const USER_PREFIX: &str = "user:";
@@ -141,33 +136,15 @@ pub fn routes(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     hub: Hub,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let service = ServiceBuilder::new()
         .layer(SseLayer::new().retry(Duration::from_secs(3)))
         .service(warp::service(routes(hub)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                tcp.set_nodelay(true)?;
-                let io = TokioIo::new(SendTimeout::new(tcp, Duration::from_secs(30)));
-                let service = TowerToHyperService::new(service.clone());
-                let conn = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(io, service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
     // Streams end once the hub is closed (see `main`); then connections finish on their own.
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    Server::new(listener)
+        .serve_with_graceful_shutdown(service, shutdown)
+        .await;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The server side of the connection-scale benchmark (see `loadgen.rs` and BENCHMARKS.md).
 //!
 //! ```text
-//! cargo run --release --example scale_server --features axum -- tower-sse
+//! cargo run --release --example scale_server --features axum,server -- tower-sse
 //! ```
 //!
 //! One app, three ways to serve it, so they can be measured side by side:
@@ -11,6 +11,8 @@
 //!   (`SseLayer::new().layer(router)`) instead of `Router::layer`;
 //! - `tower-sse-hyper`: the same service on hyper's HTTP/1.1 connection builder, without axum's
 //!   serve loop (what a hyper user runs);
+//! - `tower-sse-serve`: the same, layer around the router, served by `tower_sse::serve::Server`
+//!   (HTTP/1.1 and h2c on the port, send timeouts, TCP_USER_TIMEOUT);
 //! - `axum`: the baseline, the usual pattern with axum's own `Sse`: a `tokio::sync::broadcast`
 //!   channel, a `BroadcastStream` per client, an `Event` built per client, `axum::serve`.
 //!
@@ -38,7 +40,13 @@ use tokio_stream::wrappers::BroadcastStream;
 use tower_sse::{hub::Hub, Event, LastEventId, SseBody, SseLayer};
 
 /// The ways the benchmark app can be served.
-pub const IMPLS: [&str; 4] = ["axum", "tower-sse", "tower-sse-wrapped", "tower-sse-hyper"];
+pub const IMPLS: [&str; 5] = [
+    "axum",
+    "tower-sse",
+    "tower-sse-wrapped",
+    "tower-sse-hyper",
+    "tower-sse-serve",
+];
 
 /// The tower-sse routes, without the layer.
 fn tower_sse_routes(layer: &SseLayer) -> Router {
@@ -159,6 +167,13 @@ pub async fn run(which: &str, listener: tokio::net::TcpListener) -> std::io::Res
                         .await;
                 });
             }
+        }
+        "tower-sse-serve" => {
+            use tower_layer::Layer;
+            let layer = SseLayer::new();
+            let app = layer.layer(tower_sse_routes(&layer));
+            tower_sse::serve::Server::new(listener).serve(app).await;
+            Ok(())
         }
         other => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

@@ -48,7 +48,7 @@ use std::{
     fmt,
     future::{pending, Future},
     net::SocketAddr,
-    pin::pin,
+    pin::{pin, Pin},
     sync::Arc,
     time::Duration,
 };
@@ -299,13 +299,15 @@ async fn serve_connection<S, B>(
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .serve_connection(io, service);
-        drive(conn, watcher).await
+        // Boxed: an HTTP/2 connection's state is far larger than an HTTP/1.1 one's, and a
+        // future holds room for its largest branch, so unboxed every connection would pay it.
+        drive(Box::pin(conn).as_mut(), watcher).await
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
             .serve_connection(io, service);
-        drive(conn, watcher).await
+        drive(pin!(conn), watcher).await
     };
     if let Err(err) = result {
         tracing::debug!(error = %err, "connection ended with an error");
@@ -313,11 +315,13 @@ async fn serve_connection<S, B>(
 }
 
 /// Runs a connection, finishing it gracefully or closing it as the server's phase says.
-async fn drive<C>(conn: C, mut watcher: watch::Receiver<Phase>) -> Result<(), C::Error>
+async fn drive<C>(
+    mut conn: Pin<&mut C>,
+    mut watcher: watch::Receiver<Phase>,
+) -> Result<(), C::Error>
 where
     C: GracefulConnection,
 {
-    let mut conn = pin!(conn);
     loop {
         tokio::select! {
             result = conn.as_mut() => return result,
