@@ -6,6 +6,9 @@
 //!   preface, then handed to hyper's HTTP/1.1 or HTTP/2 connection alone: no buffering layer
 //!   stays in between for the life of the connection, so detection costs nothing per idle
 //!   connection.
+//! - **HTTPS** with rustls (feature `rustls`, [`Server::rustls`]): HTTP/2 for clients that
+//!   negotiate it (browsers), which lifts the six-connections-per-host limit browsers keep
+//!   for HTTP/1.1, so a seventh SSE tab still loads.
 //! - **Stalled and vanished peers**: every connection gets a send timeout
 //!   ([`io::SendTimeout`](crate::io::SendTimeout)), `TCP_USER_TIMEOUT` (Linux) and
 //!   `TCP_NODELAY`.
@@ -66,7 +69,15 @@ pub struct Server {
     listener: TcpListener,
     config: Config,
     streams: Option<(Shutdown, Option<Event>)>,
+    tls: Option<Tls>,
 }
+
+/// What accepts TLS on the listener (feature `rustls`).
+#[cfg(feature = "rustls")]
+type Tls = tokio_rustls::TlsAcceptor;
+/// Without the `rustls` feature there is no TLS to accept.
+#[cfg(not(feature = "rustls"))]
+type Tls = std::convert::Infallible;
 
 #[derive(Debug, Clone)]
 struct Config {
@@ -106,7 +117,30 @@ impl Server {
             listener,
             config: Config::default(),
             streams: None,
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with this rustls configuration (feature `rustls`): HTTP/2 for clients
+    /// that negotiate `h2` with ALPN (every browser does), HTTP/1.1 for the others. Browsers
+    /// open at most six HTTP/1.1 connections per host, so a seventh SSE tab never loads;
+    /// over HTTP/2 all streams share one connection and that limit is gone. When the
+    /// configuration names no ALPN protocols, `h2` and `http/1.1` are offered.
+    ///
+    /// The TLS handshake must finish within the
+    /// [`header_read_timeout`](Server::header_read_timeout).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn rustls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        let config = if config.alpn_protocols.is_empty() {
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Arc::new(config)
+        } else {
+            config
+        };
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
     }
 
     /// How long a write may make no progress before the connection is closed (a client that
@@ -199,8 +233,10 @@ impl Server {
             listener,
             config,
             streams,
+            tls,
         } = self;
         let config = Arc::new(config);
+        let tls = tls.map(Arc::new);
         let (phase, watcher) = watch::channel(Phase::Serving);
         let slots = Arc::new(Semaphore::new(config.max_connections));
         let mut signal = pin!(signal);
@@ -226,8 +262,9 @@ impl Server {
             let service = service.clone();
             let config = config.clone();
             let watcher = watcher.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                serve_connection(tcp, service, &config, watcher).await;
+                serve_connection(tcp, service, &config, tls.as_deref(), watcher).await;
                 drop(permit);
             });
         }
@@ -258,6 +295,7 @@ impl fmt::Debug for Server {
             .field("listener", &self.listener.local_addr().ok())
             .field("config", &self.config)
             .field("shutdown", &self.streams.is_some())
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -280,6 +318,7 @@ async fn serve_connection<S, B>(
     tcp: TcpStream,
     service: S,
     config: &Config,
+    tls: Option<&Tls>,
     watcher: watch::Receiver<Phase>,
 ) where
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -292,8 +331,70 @@ async fn serve_connection<S, B>(
     let _ = tcp.set_nodelay(true);
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let _ = crate::io::tcp_user_timeout(&tcp, config.send_timeout);
-    let h2 = config.http2 && speaks_h2(&tcp, config.header_read_timeout).await;
-    let io = TokioIo::new(SendTimeout::new(tcp, config.send_timeout));
+    let io = SendTimeout::new(tcp, config.send_timeout);
+    if let Some(tls) = tls {
+        // Boxed, like HTTP/2 below: TLS state is large, and plain connections should not
+        // carry room for it.
+        return Box::pin(serve_tls(io, tls, service, config, watcher)).await;
+    }
+    let h2 = config.http2 && speaks_h2(io.get_ref(), config.header_read_timeout).await;
+    serve_http(io, h2, service, config, watcher).await;
+}
+
+/// The TLS handshake, then HTTP/2 or HTTP/1.1 as ALPN says.
+#[cfg(feature = "rustls")]
+async fn serve_tls<S, B>(
+    io: SendTimeout<TcpStream>,
+    tls: &Tls,
+    service: S,
+    config: &Config,
+    watcher: watch::Receiver<Phase>,
+) where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let handshake = tokio::time::timeout(config.header_read_timeout, tls.accept(io)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return tracing::debug!(error = %err, "TLS handshake failed"),
+        Err(_) => return tracing::debug!("TLS handshake timed out"),
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_http(stream, h2, service, config, watcher).await;
+}
+
+#[cfg(not(feature = "rustls"))]
+async fn serve_tls<S>(
+    _io: SendTimeout<TcpStream>,
+    tls: &Tls,
+    _service: S,
+    _config: &Config,
+    _watcher: watch::Receiver<Phase>,
+) {
+    match *tls {}
+}
+
+/// HTTP/2 or HTTP/1.1 on an established connection, until it ends or the server closes it.
+async fn serve_http<I, S, B>(
+    io: I,
+    h2: bool,
+    service: S,
+    config: &Config,
+    watcher: watch::Receiver<Phase>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let io = TokioIo::new(io);
     let service = TowerToHyperService::new(service);
     let result = if h2 {
         let conn = http2::Builder::new(TokioExecutor::new())

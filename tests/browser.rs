@@ -177,6 +177,36 @@ async fn start_limited_server() -> (SocketAddr, tower_sse::StreamStats) {
     (serve(app).await, stats)
 }
 
+/// An HTTPS server (HTTP/2 by ALPN) with a self-signed certificate for `localhost`: a page, and
+/// a stream that sends one event, then stays open.
+async fn start_https_server() -> SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/blank",
+            get(|| async { Html("<!doctype html><title>t</title>") }),
+        )
+        .route(
+            "/tls-events",
+            get(|| async {
+                SseBody::new(stream::iter([Event::message("over tls")]).chain(stream::pending()))
+            }),
+        )
+        .layer(SseLayer::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tower_sse::serve::Server::new(listener).rustls(std::sync::Arc::new(tls));
+    tokio::spawn(server.serve(app));
+    addr
+}
+
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -196,6 +226,7 @@ async fn eventsource_in_chromium() {
     let base = start_test_server().await;
     let chat = serve(chat::app(chat::hub())).await;
     let (limited, limited_stats) = start_limited_server().await;
+    let https = start_https_server().await;
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let run = tokio::process::Command::new("node")
@@ -203,6 +234,7 @@ async fn eventsource_in_chromium() {
         .arg(format!("http://{base}"))
         .arg(format!("http://{chat}"))
         .arg(format!("http://{limited}"))
+        .arg(format!("https://localhost:{}", https.port()))
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(120), run)
@@ -275,6 +307,12 @@ async fn eventsource_in_chromium() {
         "at least two pages were turned away first: {limited}"
     );
     assert!(limited_stats.refused() >= 2, "{limited_stats:?}");
+
+    // Over HTTP/2 and TLS, ten EventSources on one page all receive their events: the six
+    // connections a browser allows per host for HTTP/1.1 do not apply.
+    let tls = &results["tls"];
+    assert_eq!(tls["protocol"], "h2", "{tls}");
+    assert_eq!(tls["data"], json!(vec!["over tls"; 10]), "{tls}");
 
     // A server-closed stream reconnects and resumes from Last-Event-ID: no loss, no duplicate.
     let resume = &results["resume"];

@@ -9,7 +9,7 @@ use futures_util::{stream, StreamExt};
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -220,4 +220,140 @@ async fn a_client_that_sends_no_request_head_is_closed() {
         assert!(closed.is_ok(), "closed after sending {sent:?}");
         assert!(!rest.starts_with(b"HTTP/1.1 200"), "{sent:?}");
     }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_the_tls_handshake_is_closed() {
+    let tls = SelfSigned::new();
+    let app = ServiceBuilder::new().layer(SseLayer::new()).service_fn(
+        |req: Request<Incoming>| async move {
+            Ok::<_, Infallible>(SseBody::from_request(&req, events("live")).into_http_response())
+        },
+    );
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .rustls(tls.server.clone())
+            .header_read_timeout(Duration::from_millis(200))
+            .serve(app),
+    );
+    // A TLS record header that promises more than ever comes.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "closed after the handshake timeout");
+}
+
+/// A self-signed certificate for `localhost`, the server configuration that serves it, and
+/// clients that trust it.
+struct SelfSigned {
+    server: Arc<rustls::ServerConfig>,
+    cert: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl SelfSigned {
+    fn new() -> Self {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = CertificateDer::from(certified.cert.der().to_vec());
+        let key =
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        SelfSigned {
+            server: Arc::new(server),
+            cert,
+        }
+    }
+
+    /// Connects a client that offers `alpn`.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        alpn: &[u8],
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.clone()).unwrap();
+        let mut client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+}
+
+/// Reads a response body until it holds one event; returns its data.
+async fn first_event(mut body: Incoming) -> String {
+    let mut decoder = Decoder::new();
+    loop {
+        let frame = body.frame().await.unwrap().unwrap();
+        if let Some(message) = decoder.feed(&frame.into_data().unwrap()).pop() {
+            return message.data;
+        }
+    }
+}
+
+fn get(uri: &str) -> Request<http_body_util::Empty<bytes::Bytes>> {
+    Request::builder()
+        .uri(uri)
+        .header("host", "localhost")
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn https_serves_http2_to_h2_clients_and_http1_to_the_others() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tls = SelfSigned::new();
+    let app = ServiceBuilder::new().layer(SseLayer::new()).service_fn(
+        |req: Request<Incoming>| async move {
+            // Each stream says which protocol carried it.
+            let version = Event::message(format!("{:?}", req.version()));
+            let events = stream::iter([version]).chain(stream::pending());
+            Ok::<_, Infallible>(SseBody::from_request(&req, events).into_http_response())
+        },
+    );
+    let (listener, addr) = bind().await;
+    tokio::spawn(Server::new(listener).rustls(tls.server.clone()).serve(app));
+
+    // HTTP/2 over TLS: ten streams on one connection.
+    let stream = tls.connect(addr, b"h2").await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut bodies = Vec::new();
+    for _ in 0..10 {
+        let response = h2
+            .send_request(get(&format!("https://localhost:{}/events", addr.port())))
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        bodies.push(response.into_body());
+    }
+    for body in bodies {
+        assert_eq!(first_event(body).await, "HTTP/2.0");
+    }
+
+    // HTTP/1.1 over TLS, for a client that offers only that.
+    let stream = tls.connect(addr, b"http/1.1").await;
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = h1.send_request(get("/events")).await.unwrap();
+    assert_eq!(first_event(response.into_body()).await, "HTTP/1.1");
 }

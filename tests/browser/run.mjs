@@ -2,10 +2,10 @@
 // browser's own EventSource received, as one JSON object on stdout. The Rust test asserts on it.
 //
 // usage: node run.mjs <base url of the test server> <base url of the chat example>
-//                     <base url of the server with a stream limit>
+//                     <base url of the server with a stream limit> <base url of the HTTPS server>
 import { chromium } from "playwright-core";
 
-const [base, chatBase, limitedBase] = process.argv.slice(2);
+const [base, chatBase, limitedBase, httpsBase] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 const browser = await chromium.launch({
@@ -19,6 +19,8 @@ const browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    // The HTTPS test server's certificate is self-signed, made for the run.
+    "--ignore-certificate-errors",
   ],
 });
 
@@ -147,6 +149,31 @@ try {
     ),
   );
   await Promise.all(limitedPages.map((p) => p.close()));
+
+  // Ten EventSources on one page over HTTP/2 and TLS: all of them get their event.
+  const tlsPage = await context.newPage();
+  await tlsPage.goto(`${httpsBase}/blank`);
+  results.tls = await tlsPage.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const protocol = performance.getEntriesByType("navigation")[0].nextHopProtocol;
+        const data = [];
+        const sources = [];
+        for (let i = 0; i < 10; i += 1) {
+          const source = new EventSource("/tls-events");
+          sources.push(source);
+          source.onmessage = (e) => {
+            data.push(e.data);
+            if (data.length === 10) {
+              sources.forEach((s) => s.close());
+              resolve({ protocol, data });
+            }
+          };
+        }
+        setTimeout(() => resolve({ timeout: true, protocol, data }), 15000);
+      }),
+  );
+  await tlsPage.close();
 
   // The chat example: a message posted from one page appears in another.
   const ann = await context.newPage();
