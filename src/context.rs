@@ -236,7 +236,10 @@ impl SseContext {
             None
         };
         match refusal {
-            None => parts.guard = Some(guard.counting(chain.limits.clone())),
+            None => {
+                tracing::debug!("SSE stream opened");
+                parts.guard = Some(guard.counting(chain.limits.clone()));
+            }
             Some(refusal) => {
                 slot.guard = Some(guard);
                 slot.refusal = Some(refusal);

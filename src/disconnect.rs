@@ -126,6 +126,7 @@ impl CloseGuard {
 
     pub(crate) fn close(&self, reason: CloseReason) {
         if self.shared.reason.set(reason).is_ok() {
+            tracing::debug!(?reason, "SSE response ended");
             self.shared.notify.notify_waiters();
         }
     }

@@ -1,5 +1,7 @@
 //! The fan-out hub: replay, lag policies, bounded memory, presence, counters.
 
+mod common;
+
 use futures_util::{FutureExt, StreamExt};
 use std::{
     sync::{
@@ -580,4 +582,44 @@ async fn control_events_carry_no_id_and_no_eventsource_name() {
     for name in names {
         assert!(!["error", "open", "message"].contains(&name.as_str()));
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn evictions_skips_and_lost_histories_are_logged() {
+    let (_, logs) = common::logs_of(async {
+        for policy in [
+            LagPolicy::Skip,
+            LagPolicy::Evict {
+                retry: Duration::from_secs(1),
+            },
+        ] {
+            let hub = Hub::builder()
+                .max_lag(2, u64::MAX)
+                .lag_policy(policy)
+                .build();
+            let topic = hub.topic("ticker");
+            let mut sub = topic.subscribe(None);
+            sub.join();
+            for i in 0..5 {
+                topic.publish(Event::message(i.to_string())).unwrap();
+            }
+            sub.next().await.unwrap();
+        }
+        let hub = Hub::new();
+        hub.topic("ticker")
+            .subscribe(Some(&id("nowhere")))
+            .next()
+            .await;
+    })
+    .await;
+    assert!(
+        logs.contains("INFO") && logs.contains("hub subscriber evicted for falling behind"),
+        "{logs}"
+    );
+    assert!(logs.contains("behind=5"), "{logs}");
+    assert!(
+        logs.contains("hub subscriber skipped events topic=\"ticker\" missed=4"),
+        "{logs}"
+    );
+    assert!(logs.contains("hub subscriber told history-lost"), "{logs}");
 }

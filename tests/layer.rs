@@ -704,12 +704,21 @@ async fn an_event_stream_built_out_of_reach_is_reported() {
         "{logs}"
     );
 
-    // Built in reach: nothing to report.
+    // Built in reach: nothing to warn about; the stream's life is logged at DEBUG.
     let svc = ServiceBuilder::new()
         .layer(SseLayer::new())
         .service_fn(|_req: Request<()>| async {
             Ok::<_, Infallible>(SseBody::new(events(&["x"])).into_http_response())
         });
-    let (_, logs) = logs_of(svc.oneshot(Request::new(()))).await;
+    let ((), logs) = logs_of(async {
+        let response = svc.oneshot(Request::new(())).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    })
+    .await;
     assert!(!logs.contains("WARN"), "{logs}");
+    assert!(logs.contains("SSE stream opened"), "{logs}");
+    assert!(
+        logs.contains("SSE response ended reason=Completed"),
+        "{logs}"
+    );
 }

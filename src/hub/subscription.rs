@@ -168,6 +168,11 @@ impl Stream for Subscription {
                 LagPolicy::Evict { retry } => {
                     drop(state);
                     core.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        topic = this.topic.name(),
+                        behind,
+                        "hub subscriber evicted for falling behind"
+                    );
                     this.leave();
                     let data = format!(r#"{{"behind":{behind}}}"#);
                     return Poll::Ready(Some(control_event(EVICTED, &data, Some(retry))));
@@ -180,6 +185,11 @@ impl Stream for Subscription {
                     this.cursor = newest;
                     drop(state);
                     core.counters.skipped.fetch_add(missed, Ordering::Relaxed);
+                    tracing::debug!(
+                        topic = this.topic.name(),
+                        missed,
+                        "hub subscriber skipped events"
+                    );
                     let data = format!(r#"{{"missed":{missed}}}"#);
                     return Poll::Ready(Some(control_event(MISSED, &data, None)));
                 }

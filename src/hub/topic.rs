@@ -294,6 +294,7 @@ impl Topic {
         counters.subscribers.fetch_add(1, Ordering::Relaxed);
         if lost {
             counters.history_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(topic = self.name(), "hub subscriber told history-lost");
         }
         Core::run_hook(&core.config.on_join, self, count);
         key

@@ -344,6 +344,7 @@ pub async fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
     let sink = Sink::default();
     let writer = sink.clone();
     let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
