@@ -96,6 +96,7 @@ struct Figures {
     connect_per_s: f64,
     rss_per_conn_kib: f64,
     cpu_us_per_event: f64,
+    user_us_per_event: f64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -111,16 +112,20 @@ fn proc_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// utime + stime of a process, in microseconds.
-fn proc_cpu_us(pid: u32) -> u64 {
+/// (utime, stime) of a process, in microseconds.
+fn proc_cpu_us(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // Linux reports these in USER_HZ, which is 100 on every mainstream configuration.
-    ticks * 10_000
+    (ticks(11) * 10_000, ticks(12) * 10_000)
 }
 
 fn now_ns() -> u64 {
@@ -139,25 +144,18 @@ async fn client(
     stop: Arc<tokio::sync::Notify>,
     connecting: tokio::sync::OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let mut tcp = socket.connect(server).await?;
-    tcp.set_nodelay(true)?;
-    tcp.write_all(
-        format!("GET /sse HTTP/1.1\r\nhost: {server}\r\naccept: text/event-stream\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
     let mut buf = vec![0u8; 4096];
-    let mut head = Vec::new();
-    let body_start = loop {
-        let n = tcp.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
+    // A connection the kernel resets (a full listen queue under a burst of connects) is
+    // retried, with a growing pause, rather than failing the run.
+    let mut attempt = 0u32;
+    let (mut tcp, head, body_start) = loop {
+        match open_stream(server, source, &mut buf).await {
+            Ok(opened) => break opened,
+            Err(_) if attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(err) => return Err(err),
         }
     };
     connected.fetch_add(1, Ordering::Relaxed);
@@ -191,6 +189,35 @@ async fn client(
     }
     latencies.lock().unwrap().extend(local);
     Ok(())
+}
+
+/// Connects from `source`, asks for the stream and reads the response head; returns the
+/// connection, what was read, and where the body starts in it.
+async fn open_stream(
+    server: SocketAddr,
+    source: IpAddr,
+    buf: &mut [u8],
+) -> std::io::Result<(TcpStream, Vec<u8>, usize)> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let mut tcp = socket.connect(server).await?;
+    tcp.set_nodelay(true)?;
+    tcp.write_all(
+        format!("GET /sse HTTP/1.1\r\nhost: {server}\r\naccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut head = Vec::new();
+    loop {
+        let n = tcp.read(buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::ConnectionReset.into());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok((tcp, head, at + 4));
+        }
+    }
 }
 
 async fn publish(server: SocketAddr, conn: &mut Option<BufReader<TcpStream>>, body: &str) {
@@ -294,6 +321,8 @@ async fn measure(which: &str, o: &Options) -> Figures {
     }
     let cpu_after = proc_cpu_us(pid);
     let delivered = received.load(Ordering::Relaxed);
+    let user_us = cpu_after.0.saturating_sub(cpu_before.0);
+    let sys_us = cpu_after.1.saturating_sub(cpu_before.1);
 
     // Stop the server first: every client then reads EOF, leaves its loop and hands in its
     // latencies; then wait for them (bounded).
@@ -313,7 +342,8 @@ async fn measure(which: &str, o: &Options) -> Figures {
     Figures {
         connect_per_s: o.connections as f64 / connect_time.as_secs_f64(),
         rss_per_conn_kib: rss_idle.saturating_sub(rss_before) as f64 / o.connections as f64,
-        cpu_us_per_event: cpu_after.saturating_sub(cpu_before) as f64 / delivered.max(1) as f64,
+        cpu_us_per_event: (user_us + sys_us) as f64 / delivered.max(1) as f64,
+        user_us_per_event: user_us as f64 / delivered.max(1) as f64,
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
         max_ms: lat.last().map_or(f64::NAN, |&us| us as f64 / 1000.0),
@@ -328,10 +358,11 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn print_row(name: &str, f: &Figures) {
     println!(
-        "{name:<17} {:>10.0} {:>12.2} {:>12.2} {:>9.2} {:>9.2} {:>9.2} {:>10}",
+        "{name:<17} {:>10.0} {:>12.2} {:>12.2} {:>11.2} {:>9.2} {:>9.2} {:>9.2} {:>10}",
         f.connect_per_s,
         f.rss_per_conn_kib,
         f.cpu_us_per_event,
+        f.user_us_per_event,
         f.p50_ms,
         f.p99_ms,
         f.max_ms,
@@ -341,8 +372,16 @@ fn print_row(name: &str, f: &Figures) {
 
 fn header() {
     println!(
-        "{:<17} {:>10} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10}",
-        "server", "conn/s", "KiB/conn", "CPU us/evt", "p50 ms", "p99 ms", "max ms", "delivered"
+        "{:<17} {:>10} {:>12} {:>12} {:>11} {:>9} {:>9} {:>9} {:>10}",
+        "server",
+        "conn/s",
+        "KiB/conn",
+        "CPU us/evt",
+        "user us/evt",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "delivered"
     );
 }
 
@@ -389,6 +428,7 @@ async fn main() {
             connect_per_s: m(|f| f.connect_per_s),
             rss_per_conn_kib: m(|f| f.rss_per_conn_kib),
             cpu_us_per_event: m(|f| f.cpu_us_per_event),
+            user_us_per_event: m(|f| f.user_us_per_event),
             p50_ms: m(|f| f.p50_ms),
             p99_ms: m(|f| f.p99_ms),
             max_ms: m(|f| f.max_ms),
@@ -400,16 +440,26 @@ async fn main() {
     if let Some((_, base)) = medians.iter().find(|(w, _)| w == "axum") {
         println!("\nratios to axum (median figures; lower is better)");
         println!(
-            "{:<17} {:>12} {:>12} {:>9} {:>9}",
-            "server", "KiB/conn", "CPU/evt", "p50", "p99"
+            "{:<17} {:>12} {:>12} {:>12} {:>9} {:>9}",
+            "server", "KiB/conn", "CPU/evt", "user/evt", "p50", "p99"
         );
         for (which, f) in medians.iter().filter(|(w, _)| w != "axum") {
             println!(
-                "{which:<17} {:>12.2} {:>12.2} {:>9.2} {:>9.2}",
+                "{which:<17} {:>12.2} {:>12.2} {:>12.2} {:>9.2} {:>9.2}",
                 f.rss_per_conn_kib / base.rss_per_conn_kib,
                 f.cpu_us_per_event / base.cpu_us_per_event,
+                f.user_us_per_event / base.user_us_per_event,
                 f.p50_ms / base.p50_ms,
                 f.p99_ms / base.p99_ms
+            );
+        }
+    }
+    if let Some((_, floor)) = medians.iter().find(|(w, _)| w == "floor") {
+        println!("\nCPU per delivered event against the floor (lower is better; 1.00 is the kernel alone)");
+        for (which, f) in medians.iter().filter(|(w, _)| w != "floor") {
+            println!(
+                "{which:<17} {:>12.2}",
+                f.cpu_us_per_event / floor.cpu_us_per_event
             );
         }
     }

@@ -14,7 +14,10 @@
 //! - `tower-sse-serve`: the same, layer around the router, served by `tower_sse::serve::Server`
 //!   (HTTP/1.1 and h2c on the port, send timeouts, TCP_USER_TIMEOUT);
 //! - `axum`: the baseline, the usual pattern with axum's own `Sse`: a `tokio::sync::broadcast`
-//!   channel, a `BroadcastStream` per client, an `Event` built per client, `axum::serve`.
+//!   channel, a `BroadcastStream` per client, an `Event` built per client, `axum::serve`;
+//! - `floor`: what the kernel alone costs: blocking sockets, no runtime, no HTTP library; each
+//!   published event is encoded once and written to every client socket in turn, one write
+//!   each (its memory figure means nothing: it keeps no per-connection state but the socket).
 //!
 //! Routes: `GET /sse` (the stream, keep-alive on at 15 s), `POST /publish` (the body is sent to
 //! every client as one event's data), `GET /stats` (open streams). It prints `LISTENING <addr>`
@@ -40,12 +43,13 @@ use tokio_stream::wrappers::BroadcastStream;
 use tower_sse::{hub::Hub, Event, LastEventId, SseBody, SseLayer};
 
 /// The ways the benchmark app can be served.
-pub const IMPLS: [&str; 5] = [
+pub const IMPLS: [&str; 6] = [
     "axum",
     "tower-sse",
     "tower-sse-wrapped",
     "tower-sse-hyper",
     "tower-sse-serve",
+    "floor",
 ];
 
 /// The tower-sse routes, without the layer.
@@ -175,6 +179,11 @@ pub async fn run(which: &str, listener: tokio::net::TcpListener) -> std::io::Res
             tower_sse::serve::Server::new(listener).serve(app).await;
             Ok(())
         }
+        "floor" => {
+            let listener = listener.into_std()?;
+            listener.set_nonblocking(false)?;
+            tokio::task::spawn_blocking(move || floor::run(listener)).await?
+        }
         other => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("unknown implementation {other:?}; pick one of {IMPLS:?}"),
@@ -190,4 +199,84 @@ async fn main() -> std::io::Result<()> {
     let port = std::env::var("PORT").unwrap_or_else(|_| "0".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     run(&which, listener).await
+}
+
+/// The floor: blocking sockets and one write per event per client, with just enough HTTP for the
+/// load generator (`GET /sse`, `POST /publish`, `GET /stats`).
+mod floor {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::{TcpListener, TcpStream},
+        sync::{Arc, Mutex},
+    };
+
+    type Clients = Arc<Mutex<Vec<TcpStream>>>;
+
+    /// The request line and the `content-length` of a request head.
+    fn read_head(reader: &mut BufReader<TcpStream>) -> std::io::Result<(String, usize)> {
+        let mut first = String::new();
+        reader.read_line(&mut first)?;
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        Ok((first, length))
+    }
+
+    fn answer(tcp: &mut TcpStream, body: &str) -> std::io::Result<()> {
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+        tcp.write_all(head.as_bytes())?;
+        tcp.write_all(body.as_bytes())
+    }
+
+    /// Serves one connection's requests until it closes; a `GET /sse` hands the socket over to
+    /// the clients list.
+    fn connection(tcp: TcpStream, clients: Clients) -> std::io::Result<()> {
+        tcp.set_nodelay(true)?;
+        let mut reader = BufReader::new(tcp.try_clone()?);
+        let mut tcp = tcp;
+        loop {
+            let (first, length) = read_head(&mut reader)?;
+            if first.is_empty() {
+                return Ok(());
+            }
+            if first.starts_with("GET /sse") {
+                tcp.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n",
+                )?;
+                clients.lock().unwrap().push(tcp);
+                return Ok(());
+            } else if first.starts_with("POST /publish") {
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body)?;
+                let mut event = b"data: ".to_vec();
+                event.extend_from_slice(&body);
+                event.extend_from_slice(b"\n\n");
+                for client in clients.lock().unwrap().iter_mut() {
+                    let _ = client.write_all(&event);
+                }
+                answer(&mut tcp, "ok")?;
+            } else {
+                let open = clients.lock().unwrap().len();
+                answer(&mut tcp, &format!("{{\"streams\":{open}}}"))?;
+            }
+        }
+    }
+
+    pub(super) fn run(listener: TcpListener) -> std::io::Result<()> {
+        let clients = Clients::default();
+        loop {
+            let (tcp, _) = listener.accept()?;
+            let clients = clients.clone();
+            // A short-lived thread per connection: SSE connections hand their socket over at
+            // once; only the publisher's connection keeps its thread.
+            std::thread::spawn(move || connection(tcp, clients));
+        }
+    }
 }
