@@ -357,3 +357,44 @@ async fn https_serves_http2_to_h2_clients_and_http1_to_the_others() {
     let response = h1.send_request(get("/events")).await.unwrap();
     assert_eq!(first_event(response.into_body()).await, "HTTP/1.1");
 }
+
+#[tokio::test]
+async fn https_serves_axum_and_warp_apps_over_http2() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use warp::Filter;
+    let tls = SelfSigned::new();
+    let axum_app = SseLayer::new().layer(axum::Router::new().route(
+        "/events",
+        axum::routing::get(|| async { SseBody::new(events("axum")) }),
+    ));
+    let warp_app = SseLayer::new().layer(warp::service(
+        warp::path("events").map(|| SseBody::new(events("warp"))),
+    ));
+    let (listener, axum_addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .rustls(tls.server.clone())
+            .serve(axum_app),
+    );
+    let (listener, warp_addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .rustls(tls.server.clone())
+            .serve(warp_app),
+    );
+    for (name, addr) in [("axum", axum_addr), ("warp", warp_addr)] {
+        let stream = tls.connect(addr, b"h2").await;
+        let (mut h2, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let response = h2
+            .send_request(get(&format!("https://localhost:{}/events", addr.port())))
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert_eq!(first_event(response.into_body()).await, name);
+    }
+}
