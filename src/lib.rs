@@ -37,8 +37,9 @@
 //! - [`SseBody`]: the `http_body::Body` that writes a stream of events, with keep-alive,
 //!   coalescing, an open frame, an error policy and a [`Disconnect`] handle.
 //! - [`SseLayer`]: the tower layer that sets the headers, parses [`LastEventId`], configures
-//!   every body under it, and can cap the number of open streams (`503` beyond it) and refuse
-//!   requests whose `Accept` excludes `text/event-stream` (`406`).
+//!   every body under it through the request's [`SseContext`] (also explicitly, for bodies built
+//!   in tasks), caps the number of open streams (clients beyond it are told to come back later)
+//!   and refuses requests whose `Accept` excludes `text/event-stream` (`406`).
 //! - [`Shutdown`]: ends every stream under a layer for a graceful shutdown, after the events it
 //!   has ready and an optional final event; [`stop_reconnecting`] is the `204` that tells an
 //!   `EventSource` to stop for good.
@@ -46,6 +47,9 @@
 //!   policy.
 //! - [`io::SendTimeout`]: closes connections whose peer accepts no bytes for too long.
 //! - [`decode`]: a client-side decoder that follows the spec's parsing algorithm.
+//! - `serve::Server` (feature `server`): serves any tower service over HTTP/1.1 and h2c, and
+//!   HTTPS with HTTP/2 (feature `rustls`), with the timeouts and graceful shutdown that
+//!   long-lived streams need.
 //!
 //! # Control events
 //!
