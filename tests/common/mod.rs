@@ -328,28 +328,51 @@ pub async fn post_json(addr: SocketAddr, path: &str, json: &str) -> (u16, String
     (status, body)
 }
 
-/// Everything logged on this thread while `f` runs.
-pub async fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
-    #[derive(Clone, Default)]
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+thread_local! {
+    /// Where this thread's log lines go while `logs_of` runs on it.
+    static LOG_SINK: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the current thread's sink, if one is open; elsewhere the line is dropped.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG_SINK.with(|sink| {
+            if let Some(lines) = sink.borrow_mut().as_mut() {
+                lines.extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
     }
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything logged on this thread while `f` runs (up to DEBUG).
+///
+/// One global subscriber serves the whole test binary and writes each line to the sink of the
+/// thread that logged it: with a thread-local default instead, tracing's per-call-site interest
+/// cache can be computed by another test's thread while no subscriber is set there, and an
+/// event is then lost.
+pub async fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| ThreadSink)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    });
+    // A call site first met by another thread while the global subscriber was being set
+    // could have cached "never": recompute them all with it in place.
+    tracing::callsite::rebuild_interest_cache();
+    LOG_SINK.with(|sink| *sink.borrow_mut() = Some(Vec::new()));
     let output = f.await;
-    let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    (output, text)
+    let lines = LOG_SINK
+        .with(|sink| sink.borrow_mut().take())
+        .unwrap_or_default();
+    (output, String::from_utf8(lines).unwrap())
 }
