@@ -425,7 +425,7 @@ impl EventBuilder {
     ///
     /// The first of: a line break in a single-line field ([`EventError::LineBreak`]), an id
     /// that would not come back intact (see [`id`](EventBuilder::id)), a field set twice
-    /// ([`EventError::Repeated`]), JSON that failed to serialize ([`EventError::Json`], feature
+    /// ([`EventError::Repeated`]), JSON that failed to serialize (`EventError::Json`, feature
     /// `json`), or an event over 4 GiB ([`EventError::TooLarge`]).
     pub fn build(mut self) -> Result<Event, EventError> {
         if let Some(err) = self.error {
