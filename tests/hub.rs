@@ -548,11 +548,16 @@ async fn close_flushes_published_events_then_the_final_event_then_ends() {
     assert_eq!(late.next().await, None);
 }
 
-#[tokio::test]
-async fn control_events_carry_no_id_and_no_eventsource_name() {
+/// The hub's three control events, on a topic of this name: `history-lost` for an unknown
+/// `Last-Event-ID`, then `missed` and `evicted` for a subscriber that fell behind.
+async fn control_events(topic: &str) -> Vec<Event> {
     let mut control = Vec::new();
     let hub = Hub::new();
-    let lost = hub.topic("t").subscribe(Some(&id("nowhere"))).next().await;
+    let lost = hub
+        .topic(topic)
+        .subscribe(Some(&id("nowhere")))
+        .next()
+        .await;
     control.push(lost.unwrap());
     for policy in [
         LagPolicy::Skip,
@@ -564,13 +569,20 @@ async fn control_events_carry_no_id_and_no_eventsource_name() {
             .max_lag(2, u64::MAX)
             .lag_policy(policy)
             .build();
-        let topic = hub.topic("t");
+        let topic = hub.topic(topic);
         let mut sub = topic.subscribe(None);
+        sub.join();
         for i in 0..5 {
             topic.publish(Event::message(i.to_string())).unwrap();
         }
         control.push(sub.next().await.unwrap());
     }
+    control
+}
+
+#[tokio::test]
+async fn control_events_carry_no_id_and_no_eventsource_name() {
+    let control = control_events("t").await;
     let names: Vec<String> = control
         .iter()
         .map(|event| Decoder::new().feed(event.as_bytes())[0].event.clone())
@@ -586,32 +598,7 @@ async fn control_events_carry_no_id_and_no_eventsource_name() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn evictions_skips_and_lost_histories_are_logged() {
-    let (_, logs) = common::logs_of(async {
-        for policy in [
-            LagPolicy::Skip,
-            LagPolicy::Evict {
-                retry: Duration::from_secs(1),
-            },
-        ] {
-            let hub = Hub::builder()
-                .max_lag(2, u64::MAX)
-                .lag_policy(policy)
-                .build();
-            let topic = hub.topic("ticker");
-            let mut sub = topic.subscribe(None);
-            sub.join();
-            for i in 0..5 {
-                topic.publish(Event::message(i.to_string())).unwrap();
-            }
-            sub.next().await.unwrap();
-        }
-        let hub = Hub::new();
-        hub.topic("ticker")
-            .subscribe(Some(&id("nowhere")))
-            .next()
-            .await;
-    })
-    .await;
+    let (_, logs) = common::logs_of(control_events("ticker")).await;
     assert!(
         logs.contains("INFO") && logs.contains("hub subscriber evicted for falling behind"),
         "{logs}"

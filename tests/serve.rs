@@ -23,6 +23,24 @@ fn events(name: &'static str) -> impl futures_core::Stream<Item = Event> + Send 
     stream::iter([Event::message(name)]).chain(stream::pending())
 }
 
+/// A hyper service under `layer` whose every stream sends `live`, then stays open.
+fn live_app(
+    layer: SseLayer,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = http::Response<SseBody<impl futures_core::Stream<Item = Event> + Send + 'static>>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|req: Request<Incoming>| async move {
+            Ok::<_, Infallible>(SseBody::from_request(&req, events("live")).into_http_response())
+        })
+}
+
 async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -88,11 +106,7 @@ async fn one_call_serves_axum_warp_and_hyper_over_http1_and_h2c() {
 #[tokio::test]
 async fn graceful_shutdown_ends_the_streams_then_returns() {
     let shutdown = Shutdown::new();
-    let app = ServiceBuilder::new()
-        .layer(SseLayer::new().shutdown(&shutdown))
-        .service_fn(|req: Request<Incoming>| async move {
-            Ok::<_, Infallible>(SseBody::from_request(&req, events("live")).into_http_response())
-        });
+    let app = live_app(SseLayer::new().shutdown(&shutdown));
     let (listener, addr) = bind().await;
     let (stop, stopped) = oneshot::channel::<()>();
     let bye = Event::builder()
@@ -139,11 +153,7 @@ async fn graceful_shutdown_ends_the_streams_then_returns() {
 #[tokio::test]
 async fn after_the_deadline_the_connections_left_are_closed() {
     // No Shutdown given: the stream would hold the server open for ever.
-    let app = ServiceBuilder::new().layer(SseLayer::new()).service_fn(
-        |req: Request<Incoming>| async move {
-            Ok::<_, Infallible>(SseBody::from_request(&req, events("live")).into_http_response())
-        },
-    );
+    let app = live_app(SseLayer::new());
     let (listener, addr) = bind().await;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -167,11 +177,7 @@ async fn after_the_deadline_the_connections_left_are_closed() {
 
 #[tokio::test]
 async fn beyond_the_connection_cap_new_connections_wait() {
-    let app = ServiceBuilder::new().layer(SseLayer::new()).service_fn(
-        |req: Request<Incoming>| async move {
-            Ok::<_, Infallible>(SseBody::from_request(&req, events("live")).into_http_response())
-        },
-    );
+    let app = live_app(SseLayer::new());
     let (listener, addr) = bind().await;
     tokio::spawn(Server::new(listener).max_connections(1).serve(app));
 
@@ -196,11 +202,7 @@ async fn beyond_the_connection_cap_new_connections_wait() {
 
 #[tokio::test]
 async fn a_client_that_sends_no_request_head_is_closed() {
-    let app = ServiceBuilder::new().layer(SseLayer::new()).service_fn(
-        |req: Request<Incoming>| async move {
-            Ok::<_, Infallible>(SseBody::from_request(&req, events("live")).into_http_response())
-        },
-    );
+    let app = live_app(SseLayer::new());
     let (listener, addr) = bind().await;
     tokio::spawn(
         Server::new(listener)
@@ -225,11 +227,7 @@ async fn a_client_that_sends_no_request_head_is_closed() {
 #[tokio::test]
 async fn a_client_that_never_finishes_the_tls_handshake_is_closed() {
     let tls = SelfSigned::new();
-    let app = ServiceBuilder::new().layer(SseLayer::new()).service_fn(
-        |req: Request<Incoming>| async move {
-            Ok::<_, Infallible>(SseBody::from_request(&req, events("live")).into_http_response())
-        },
-    );
+    let app = live_app(SseLayer::new());
     let (listener, addr) = bind().await;
     tokio::spawn(
         Server::new(listener)
