@@ -1,9 +1,6 @@
 //! The SSE header policy: the headers of an SSE response, the refusals, and the `Accept` check.
 
-use crate::{
-    context::{Outcome, Refusal},
-    delay,
-};
+use crate::{context::Refusal, delay};
 use http::{
     header::{self, HeaderName, HeaderValue},
     HeaderMap, Response, StatusCode,
@@ -16,10 +13,10 @@ use std::time::Duration;
 pub(crate) fn refuse<B>(
     response: &mut Response<B>,
     refusal: Refusal,
-    outcome: Outcome,
+    comeback: bool,
     over_limit_retry: Duration,
 ) {
-    if outcome.comeback {
+    if comeback {
         *response.status_mut() = StatusCode::OK;
         set_sse_headers(response.headers_mut());
         return;
