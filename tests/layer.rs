@@ -722,3 +722,19 @@ async fn an_event_stream_built_out_of_reach_is_reported() {
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refusal_over_the_limit_is_logged() {
+    let svc = ServiceBuilder::new()
+        .layer(SseLayer::new().max_streams(0))
+        .service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(SseBody::new(events(&["x"]))))
+        });
+    let (response, logs) = logs_of(svc.oneshot(Request::new(()))).await;
+    assert_eq!(response.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(logs.contains("INFO"), "{logs}");
+    assert!(
+        logs.contains("SSE stream refused: a stream limit is reached"),
+        "{logs}"
+    );
+}
