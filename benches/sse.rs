@@ -184,7 +184,11 @@ fn broadcast(c: &mut Criterion) {
     let mut subscriptions: Vec<_> = (0..SUBSCRIBERS).map(|_| topic.subscribe(None)).collect();
     group.bench_function("1k_to_10k/tower-sse", |b| {
         b.iter(|| {
-            topic.publish(Event::message(&payload)).unwrap();
+            topic
+                .publish(Event::message(&payload))
+                .now()
+                .unwrap()
+                .unwrap();
             for sub in &mut subscriptions {
                 black_box(sub.next().now_or_never().unwrap().unwrap());
             }
@@ -356,7 +360,11 @@ fn interleaved_table() {
             20,
             || ((), ()),
             |()| {
-                topic.publish(Event::message(&payload)).unwrap();
+                topic
+                    .publish(Event::message(&payload))
+                    .now()
+                    .unwrap()
+                    .unwrap();
                 for sub in &mut subscriptions {
                     black_box(sub.next().now_or_never().unwrap().unwrap());
                 }

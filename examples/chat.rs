@@ -76,7 +76,7 @@ fn presence(topic: &Topic, kind: &str, user: &str) {
     let data = serde_json::json!({ "user": user, "online": topic.subscribers() });
     let event = Event::builder().event(kind).data(data.to_string()).build();
     if let Ok(event) = event {
-        let _ = topic.publish(event);
+        topic.publish(event).detach();
     }
 }
 
@@ -142,7 +142,8 @@ async fn send(
     let id = hub
         .topic(&room)
         .publish(event)
-        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "publish failed"))?;
+        .await
+        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "publish failed"))?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id }))))
 }
 

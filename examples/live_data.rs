@@ -79,7 +79,7 @@ pub async fn produce(feed: Topic, period: Duration) {
                 .data(data.to_string())
                 .build()
             {
-                let _ = feed.publish(event);
+                feed.publish(event).detach();
             }
         }
         let data = serde_json::json!({
@@ -91,7 +91,7 @@ pub async fn produce(feed: Topic, period: Duration) {
             .data(data.to_string())
             .build()
         {
-            let _ = feed.publish(event);
+            feed.publish(event).detach();
         }
     }
 }

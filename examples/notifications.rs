@@ -78,13 +78,17 @@ pub fn routes(
             let Some(event) = notification_event(&n).filter(|_| user_id_ok(&id)) else {
                 return StatusCode::BAD_REQUEST.into_response();
             };
-            match hub.topic(&format!("{USER_PREFIX}{id}")).publish(event) {
-                Ok(id) => warp::reply::with_status(
+            match hub
+                .topic(&format!("{USER_PREFIX}{id}"))
+                .publish(event)
+                .now()
+            {
+                Some(Ok(id)) => warp::reply::with_status(
                     warp::reply::json(&serde_json::json!({ "id": id })),
                     StatusCode::ACCEPTED,
                 )
                 .into_response(),
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             }
         });
 
@@ -99,7 +103,12 @@ pub fn routes(
             };
             let mut users = 0;
             for name in hub.topic_names() {
-                if name.starts_with(USER_PREFIX) && hub.topic(&name).publish(event.clone()).is_ok()
+                if name.starts_with(USER_PREFIX)
+                    && hub
+                        .topic(&name)
+                        .publish(event.clone())
+                        .now()
+                        .is_some_and(|r| r.is_ok())
                 {
                     users += 1;
                 }

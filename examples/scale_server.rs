@@ -68,7 +68,7 @@ fn tower_sse_routes(layer: &SseLayer) -> Router {
         .route(
             "/publish",
             post(|State(hub): State<Hub>, body: String| async move {
-                let _ = hub.topic("all").publish(Event::message(body));
+                hub.topic("all").publish(Event::message(body)).detach();
                 "ok"
             }),
         )

@@ -182,6 +182,46 @@ impl Event {
     }
 }
 
+impl Event {
+    /// An event from an encoding this crate wrote, read back from elsewhere (a broker shared by
+    /// many servers), without an `id`. Anything else is refused, so bytes from outside can never
+    /// inject a field, an id or a second event into a stream: valid UTF-8, no CR, one field per
+    /// line (`data`, `event`, `retry` with digits, or a comment), no blank line but the final one.
+    pub(crate) fn from_wire(bytes: Bytes) -> Option<Event> {
+        let text = std::str::from_utf8(&bytes).ok()?;
+        if text.contains('\r') || !text.ends_with('\n') {
+            return None;
+        }
+        let dispatchable = text.ends_with("\n\n");
+        let body = if dispatchable {
+            &text[..text.len() - 2]
+        } else {
+            &text[..text.len() - 1]
+        };
+        if body.is_empty() {
+            return None;
+        }
+        for line in body.split('\n') {
+            let ok = if let Some(retry) = line.strip_prefix("retry: ") {
+                !retry.is_empty() && retry.len() <= 10 && retry.bytes().all(|b| b.is_ascii_digit())
+            } else if let Some(name) = line.strip_prefix("event: ") {
+                !name.is_empty()
+            } else {
+                line.starts_with(':') || line.starts_with("data:")
+            };
+            // A comment-only event must stay one: any field would need the blank line.
+            if !ok || (!dispatchable && !line.starts_with(':')) {
+                return None;
+            }
+        }
+        Some(Event {
+            bytes,
+            id_start: 0,
+            id_len: 0,
+        })
+    }
+}
+
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Event")
@@ -714,6 +754,44 @@ pub(crate) fn check_comment(text: &str) -> Result<(), EventError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn from_wire_takes_what_the_encoder_writes_and_nothing_else() {
+        let built = Event::builder()
+            .event("chat")
+            .retry(std::time::Duration::from_secs(3))
+            .comment("c")
+            .data("a\nb")
+            .build()
+            .unwrap();
+        let back = Event::from_wire(built.as_bytes().clone()).unwrap();
+        assert_eq!(back.as_bytes(), built.as_bytes());
+        assert_eq!(back.id(), None);
+        let comment = Event::builder().comment("ping").build().unwrap();
+        assert!(!Event::from_wire(comment.as_bytes().clone())
+            .unwrap()
+            .is_dispatchable());
+        for bad in [
+            "",
+            "\n",
+            "data: x\n",
+            "data: x",
+            "data: a\n\ndata: b\n\n",
+            "id: 1\ndata: x\n\n",
+            "data: x\r\n\n",
+            "retry: soon\ndata: x\n\n",
+            "retry: \ndata: x\n\n",
+            "event: \ndata: x\n\n",
+            "evil: x\ndata: x\n\n",
+            ": c\ndata: x\n",
+        ] {
+            assert!(
+                Event::from_wire(Bytes::from(bad)).is_none(),
+                "{bad:?} was taken"
+            );
+        }
+        assert!(Event::from_wire(Bytes::from_static(b"data: \xff\n\n")).is_none());
+    }
+
     use super::*;
 
     fn wire(event: Result<Event, EventError>) -> String {

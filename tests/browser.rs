@@ -75,13 +75,21 @@ async fn start_test_server() -> SocketAddr {
     let hub = Hub::new();
     let topic = hub.topic("resume");
     for i in 0..10 {
-        topic.publish(Event::message(i.to_string())).unwrap();
+        topic
+            .publish(Event::message(i.to_string()))
+            .now()
+            .unwrap()
+            .unwrap();
     }
     let publisher = topic.clone();
     tokio::spawn(async move {
         for i in 10..30 {
             tokio::time::sleep(Duration::from_millis(15)).await;
-            publisher.publish(Event::message(i.to_string())).unwrap();
+            publisher
+                .publish(Event::message(i.to_string()))
+                .now()
+                .unwrap()
+                .unwrap();
         }
     });
     let stop_hits = Arc::new(AtomicUsize::new(0));

@@ -67,7 +67,11 @@ async fn start(leak: bool) -> Server {
     let (addr, connections) = serve_counted(svc, |tcp| tcp).await;
     // Fill the topic's history to its cap, so what is measured is the connections alone.
     for _ in 0..1_100 {
-        topic.publish(Event::message("tick")).unwrap();
+        topic
+            .publish(Event::message("tick"))
+            .now()
+            .unwrap()
+            .unwrap();
     }
     Server {
         addr,
@@ -126,7 +130,11 @@ async fn growth_per_cycle(leak: bool, warm_up: usize, cycles: usize) -> (f64, f6
         let topic = server.topic.clone();
         async move {
             loop {
-                topic.publish(Event::message("tick")).unwrap();
+                topic
+                    .publish(Event::message("tick"))
+                    .now()
+                    .unwrap()
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }

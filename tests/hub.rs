@@ -12,7 +12,7 @@ use std::{
 };
 use tower_sse::{
     decode::{Decoder, Message},
-    hub::{Hub, LagPolicy, Subscription, EVICTED, HISTORY_LOST, MISSED},
+    hub::{Hub, LagPolicy, Subscription, Topic, EVICTED, HISTORY_LOST, MISSED},
     Event, LastEventId,
 };
 
@@ -23,6 +23,11 @@ fn ready_messages(sub: &mut Subscription, decoder: &mut Decoder) -> Vec<Message>
         out.extend(decoder.feed(event.as_bytes()));
     }
     out
+}
+
+/// Publishes on the in-memory hub, where the outcome is known at once.
+fn put(topic: &Topic, event: Event) -> String {
+    topic.publish(event).now().unwrap().unwrap()
 }
 
 fn id(s: &str) -> LastEventId {
@@ -43,7 +48,7 @@ async fn ids_are_assigned_monotonic_per_topic_and_kept_when_given() {
     let a = hub.topic("a");
     let b = hub.topic("b");
     let ids: Vec<String> = (0..5)
-        .map(|i| a.publish(Event::message(i.to_string())).unwrap())
+        .map(|i| put(&a, Event::message(i.to_string())))
         .collect();
     let seqs: Vec<u64> = ids
         .iter()
@@ -51,15 +56,11 @@ async fn ids_are_assigned_monotonic_per_topic_and_kept_when_given() {
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     assert_eq!(
-        b.publish(Event::message("x"))
-            .unwrap()
-            .rsplit_once('-')
-            .unwrap()
-            .1,
+        put(&b, Event::message("x")).rsplit_once('-').unwrap().1,
         "1"
     );
     let own = Event::builder().id("mine").data("y").build().unwrap();
-    assert_eq!(a.publish(own).unwrap(), "mine");
+    assert_eq!(put(&a, own), "mine");
 }
 
 #[tokio::test]
@@ -67,7 +68,7 @@ async fn every_subscriber_gets_the_same_bytes_encoded_once() {
     let hub = Hub::new();
     let topic = hub.topic("t");
     let mut subs: Vec<Subscription> = (0..100).map(|_| topic.subscribe(None)).collect();
-    topic.publish(Event::message("x".repeat(1024))).unwrap();
+    put(&topic, Event::message("x".repeat(1024)));
     let mut pointers = Vec::new();
     for sub in &mut subs {
         let event = sub.next().await.unwrap();
@@ -93,7 +94,7 @@ fn publishing_works_from_plain_threads() {
             let topic = topic.clone();
             std::thread::spawn(move || {
                 for i in 0..250 {
-                    topic.publish(Event::message(i.to_string())).unwrap();
+                    put(&topic, Event::message(i.to_string()));
                 }
             })
         })
@@ -123,7 +124,7 @@ async fn replay_meets_live_without_gap_or_duplicate_under_concurrent_publishing(
         let ids = ids.clone();
         tokio::spawn(async move {
             for i in 0..N {
-                let id = topic.publish(Event::message(i.to_string())).unwrap();
+                let id = put(&topic, Event::message(i.to_string()));
                 ids.lock().unwrap().push(id);
                 if i % 64 == 0 {
                     tokio::task::yield_now().await;
@@ -180,7 +181,7 @@ async fn evict_policy_ends_with_a_retry_hint_and_resume_loses_nothing() {
     let mut sub = topic.subscribe(None);
     let mut decoder = Decoder::new();
     for i in 0..5 {
-        topic.publish(Event::message(i.to_string())).unwrap();
+        put(&topic, Event::message(i.to_string()));
     }
     let first = ready_messages(&mut sub, &mut decoder);
     assert_eq!(data(&first), numbers(0..5));
@@ -188,7 +189,7 @@ async fn evict_policy_ends_with_a_retry_hint_and_resume_loses_nothing() {
 
     // The client stalls while 20 more are published.
     for i in 5..25 {
-        topic.publish(Event::message(i.to_string())).unwrap();
+        put(&topic, Event::message(i.to_string()));
     }
     let evicted = ready_messages(&mut sub, &mut decoder);
     assert_eq!(evicted.len(), 1);
@@ -218,7 +219,7 @@ async fn skip_policy_jumps_ahead_with_a_missed_event() {
     let mut sub = topic.subscribe(None);
     let mut decoder = Decoder::new();
     for i in 0..30 {
-        topic.publish(Event::message(i.to_string())).unwrap();
+        put(&topic, Event::message(i.to_string()));
     }
     // The 29 before the newest are missed; the newest is delivered at once.
     let got = ready_messages(&mut sub, &mut decoder);
@@ -233,7 +234,7 @@ async fn skip_policy_jumps_ahead_with_a_missed_event() {
     assert_eq!(got[0].last_event_id, "");
     assert_ne!(got[1].last_event_id, "");
     // Live again after the gap.
-    topic.publish(Event::message("live")).unwrap();
+    put(&topic, Event::message("live"));
     let live = ready_messages(&mut sub, &mut decoder);
     assert_eq!(data(&live), ["live"]);
     assert_eq!(hub.stats().skipped, 29);
@@ -249,9 +250,7 @@ async fn skip_delivers_a_newest_event_larger_than_the_byte_bound() {
     let topic = hub.topic("t");
     let mut sub = topic.subscribe(None);
     for i in 0..3 {
-        topic
-            .publish(Event::message(format!("{i}{}", "x".repeat(99))))
-            .unwrap();
+        put(&topic, Event::message(format!("{i}{}", "x".repeat(99))));
     }
     let got = ready_messages(&mut sub, &mut Decoder::new());
     assert_eq!(
@@ -273,7 +272,7 @@ async fn lag_is_also_bounded_in_bytes() {
     let mut sub = topic.subscribe(None);
     // About 113 bytes an event with its hub id: ten fit in 1200 bytes, eleven do not.
     for _ in 0..10 {
-        topic.publish(Event::message("x".repeat(90))).unwrap();
+        put(&topic, Event::message("x".repeat(90)));
     }
     assert_eq!(
         ready_messages(&mut sub, &mut Decoder::new()).len(),
@@ -281,7 +280,7 @@ async fn lag_is_also_bounded_in_bytes() {
         "within the bound"
     );
     for _ in 0..11 {
-        topic.publish(Event::message("x".repeat(90))).unwrap();
+        put(&topic, Event::message("x".repeat(90)));
     }
     let got = ready_messages(&mut sub, &mut Decoder::new());
     assert_eq!(got[0].event, MISSED);
@@ -297,7 +296,7 @@ async fn a_subscriber_whose_next_event_left_the_history_is_lagging() {
     let topic = hub.topic("t");
     let mut sub = topic.subscribe(None);
     for i in 0..8 {
-        topic.publish(Event::message(i.to_string())).unwrap();
+        put(&topic, Event::message(i.to_string()));
     }
     assert_eq!(topic.history_len(), 5);
     let got = ready_messages(&mut sub, &mut Decoder::new());
@@ -331,9 +330,9 @@ async fn dropping_subscribers_frees_them_and_unused_topics_go_away() {
 async fn history_expires_by_age_and_prune_removes_idle_topics() {
     let hub = Hub::builder().history_age(Duration::from_secs(60)).build();
     let topic = hub.topic("t");
-    let old = topic.publish(Event::message("old")).unwrap();
+    let old = put(&topic, Event::message("old"));
     tokio::time::advance(Duration::from_secs(30)).await;
-    topic.publish(Event::message("newer")).unwrap();
+    put(&topic, Event::message("newer"));
     let mut sub = topic.subscribe_with_recent(None, 10);
     assert_eq!(
         data(&ready_messages(&mut sub, &mut Decoder::new())),
@@ -370,7 +369,7 @@ async fn odd_last_event_ids_get_history_lost_never_a_partial_replay() {
     let hub = Hub::builder().history(5).build();
     let topic = hub.topic("t");
     let ids: Vec<String> = (0..20)
-        .map(|i| topic.publish(Event::message(i.to_string())).unwrap())
+        .map(|i| put(&topic, Event::message(i.to_string())))
         .collect();
     let run = ids[0].split_once('-').unwrap().0.to_owned();
     let cases = [
@@ -384,7 +383,7 @@ async fn odd_last_event_ids_get_history_lost_never_a_partial_replay() {
     ];
     for (n, case) in cases.iter().enumerate() {
         let mut sub = topic.subscribe(Some(&id(case)));
-        topic.publish(Event::message(format!("live{n}"))).unwrap();
+        put(&topic, Event::message(format!("live{n}")));
         let got = ready_messages(&mut sub, &mut Decoder::new());
         assert_eq!(got.len(), 2, "{case}: {got:?}");
         assert_eq!(got[0].event, HISTORY_LOST, "{case}");
@@ -402,7 +401,7 @@ async fn resuming_from_the_event_just_dropped_is_still_exact() {
     let hub = Hub::builder().history(5).build();
     let topic = hub.topic("t");
     let ids: Vec<String> = (0..10)
-        .map(|i| topic.publish(Event::message(i.to_string())).unwrap())
+        .map(|i| put(&topic, Event::message(i.to_string())))
         .collect();
     // History holds 5..10; the client saw 4, so nothing it needs is gone.
     let mut sub = topic.subscribe(Some(&id(&ids[4])));
@@ -417,7 +416,7 @@ async fn publisher_chosen_ids_resume_by_exact_match() {
     let topic = hub.topic("t");
     for name in ["a", "b", "c"] {
         let event = Event::builder().id(name).data(name).build().unwrap();
-        topic.publish(event).unwrap();
+        put(&topic, event);
     }
     let mut sub = topic.subscribe(Some(&id("b")));
     assert_eq!(data(&ready_messages(&mut sub, &mut Decoder::new())), ["c"]);
@@ -428,7 +427,7 @@ async fn recent_history_for_new_subscribers() {
     let hub = Hub::new();
     let topic = hub.topic("t");
     for i in 0..10 {
-        topic.publish(Event::message(i.to_string())).unwrap();
+        put(&topic, Event::message(i.to_string()));
     }
     let mut sub = topic.subscribe_with_recent(None, 3);
     assert_eq!(
@@ -445,27 +444,25 @@ async fn presence_hooks_see_counts_may_publish_and_may_panic() {
             let joins = joins.clone();
             move |topic, count| {
                 joins.fetch_add(1, Ordering::SeqCst);
-                topic
-                    .publish(
-                        Event::builder()
-                            .event("join")
-                            .data(count.to_string())
-                            .build()
-                            .unwrap(),
-                    )
-                    .unwrap();
-            }
-        })
-        .on_leave(|topic, count| {
-            topic
-                .publish(
+                put(
+                    topic,
                     Event::builder()
-                        .event("leave")
+                        .event("join")
                         .data(count.to_string())
                         .build()
                         .unwrap(),
-                )
-                .unwrap();
+                );
+            }
+        })
+        .on_leave(|topic, count| {
+            put(
+                topic,
+                Event::builder()
+                    .event("leave")
+                    .data(count.to_string())
+                    .build()
+                    .unwrap(),
+            );
             if count == 0 {
                 panic!("a buggy hook");
             }
@@ -503,7 +500,7 @@ async fn comment_only_events_pass_without_ids() {
     let topic = hub.topic("t");
     let mut sub = topic.subscribe(None);
     let comment = Event::builder().comment("note").build().unwrap();
-    assert_eq!(topic.publish(comment).unwrap(), "");
+    assert_eq!(put(&topic, comment), "");
     let event = sub.next().await.unwrap();
     assert_eq!(event.as_bytes(), ": note\n");
 }
@@ -518,9 +515,7 @@ async fn close_flushes_published_events_then_the_final_event_then_ends() {
         waiting.next().now_or_never().is_none(),
         "pending before close"
     );
-    topic
-        .publish(Event::message("accepted before shutdown"))
-        .unwrap();
+    put(&topic, Event::message("accepted before shutdown"));
     let bye = Event::builder()
         .event("shutdown")
         .retry(Duration::from_secs(5))
@@ -573,7 +568,7 @@ async fn control_events(topic: &str) -> Vec<Event> {
         let mut sub = topic.subscribe(None);
         sub.join();
         for i in 0..5 {
-            topic.publish(Event::message(i.to_string())).unwrap();
+            put(&topic, Event::message(i.to_string()));
         }
         control.push(sub.next().await.unwrap());
     }

@@ -40,7 +40,11 @@ async fn subscribers_leave_when_clients_disconnect() {
         clients.push(RawClient::get(addr, "/", &[]).await);
     }
     assert!(eventually(Duration::from_secs(5), || topic.subscribers() == 100).await);
-    topic.publish(Event::message("to all")).unwrap();
+    topic
+        .publish(Event::message("to all"))
+        .now()
+        .unwrap()
+        .unwrap();
     for client in &mut clients {
         let got = client.events(1).await;
         assert_eq!(got[0].data, "to all");
@@ -63,14 +67,22 @@ async fn a_reconnecting_client_replays_what_it_missed() {
     let mut client = RawClient::get(addr, "/", &[]).await;
     assert!(eventually(Duration::from_secs(5), || topic.subscribers() == 1).await);
     for i in 0..3 {
-        topic.publish(Event::message(format!("m{i}"))).unwrap();
+        topic
+            .publish(Event::message(format!("m{i}")))
+            .now()
+            .unwrap()
+            .unwrap();
     }
     let got = client.events(3).await;
     let last = got[2].last_event_id.clone();
     drop(client);
     assert!(eventually(Duration::from_secs(5), || topic.subscribers() == 0).await);
     for i in 3..6 {
-        topic.publish(Event::message(format!("m{i}"))).unwrap();
+        topic
+            .publish(Event::message(format!("m{i}")))
+            .now()
+            .unwrap()
+            .unwrap();
     }
     let mut client = RawClient::get(addr, "/", &[("last-event-id", &last)]).await;
     let got = client.events(3).await;
@@ -101,7 +113,11 @@ async fn a_stalled_client_is_closed_by_the_send_timeout_and_freed() {
         tokio::spawn(async move {
             let payload = "x".repeat(4096);
             for _ in 0..20_000 {
-                topic.publish(Event::message(&payload)).unwrap();
+                topic
+                    .publish(Event::message(&payload))
+                    .now()
+                    .unwrap()
+                    .unwrap();
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         })

@@ -18,11 +18,19 @@ async fn a_subscriber_that_never_reads_costs_bounded_memory() {
     let payload = "x".repeat(1024);
     // Fill the history to its cap, then let 100k events (about 100 MiB) go by.
     for _ in 0..2_000 {
-        topic.publish(Event::message(&payload)).unwrap();
+        topic
+            .publish(Event::message(&payload))
+            .now()
+            .unwrap()
+            .unwrap();
     }
     let before = Live::now();
     for _ in 0..100_000 {
-        topic.publish(Event::message(&payload)).unwrap();
+        topic
+            .publish(Event::message(&payload))
+            .now()
+            .unwrap()
+            .unwrap();
     }
     let grown = Live::now().since(before);
     println!(

@@ -54,12 +54,12 @@
 //! let room = hub.topic("lobby");
 //! let mut alice = room.subscribe(None);
 //!
-//! let id = room.publish(Event::message("hello")).unwrap();
+//! let id = room.publish(Event::message("hello")).await.unwrap();
 //! let got = alice.next().await.unwrap();
 //! assert_eq!(got.id(), Some(id.as_str()));
 //!
 //! // Bob reconnects having seen nothing after `id`: he replays what came next, then goes live.
-//! room.publish(Event::message("you missed this")).unwrap();
+//! room.publish(Event::message("you missed this")).await.unwrap();
 //! let last = LastEventId::parse(id.as_bytes()).unwrap();
 //! let mut bob = room.subscribe(Some(&last));
 //! assert!(std::str::from_utf8(bob.next().await.unwrap().as_bytes()).unwrap().contains("you missed this"));
@@ -67,11 +67,16 @@
 //! # }
 //! ```
 
+pub mod broker;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod subscription;
 mod topic;
 
 use crate::sync::lock;
 
+pub use broker::{Broker, Publish, PublishError};
 pub use subscription::Subscription;
 pub use topic::Topic;
 
@@ -135,6 +140,10 @@ pub struct HubStats {
     pub evicted: u64,
     /// Subscribers told [`HISTORY_LOST`].
     pub history_lost: u64,
+    /// Publishes the [broker](broker) failed (each also returned its error and was logged).
+    pub publish_failed: u64,
+    /// Messages from the broker dropped because they were not valid events (logged).
+    pub rejected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +154,8 @@ struct Counters {
     skipped: AtomicU64,
     evicted: AtomicU64,
     history_lost: AtomicU64,
+    publish_failed: AtomicU64,
+    rejected: AtomicU64,
 }
 
 type Hook = Arc<dyn Fn(&Topic, usize) + Send + Sync>;
@@ -262,6 +273,8 @@ impl Hub {
             skipped: c.skipped.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
             history_lost: c.history_lost.load(Ordering::Relaxed),
+            publish_failed: c.publish_failed.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
         }
     }
 
@@ -287,6 +300,7 @@ pub struct HubBuilder {
     policy: LagPolicy,
     on_join: Option<Hook>,
     on_leave: Option<Hook>,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -298,6 +312,7 @@ impl fmt::Debug for HubBuilder {
             .field("max_lag_events", &self.max_lag_events)
             .field("max_lag_bytes", &self.max_lag_bytes)
             .field("policy", &self.policy)
+            .field("broker", &self.broker)
             .finish_non_exhaustive()
     }
 }
@@ -313,6 +328,7 @@ impl Default for HubBuilder {
             policy: LagPolicy::default(),
             on_join: None,
             on_leave: None,
+            broker: None,
         }
     }
 }
@@ -369,9 +385,35 @@ impl HubBuilder {
         self
     }
 
-    /// Creates the hub.
+    /// Shares the hub's topics with other hubs (other server processes) through `broker`: an
+    /// event published on any of them reaches every subscriber of every one, in one order per
+    /// topic, and a client resumes from its `Last-Event-ID` on any of them. See [`broker`].
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// Shares the hub's topics through Redis, with [`RedisBroker`](redis::RedisBroker)'s
+    /// default settings: the one line that turns a hub into one of many.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    /// let hub = tower_sse::hub::Hub::builder().redis(client).build();
+    /// # drop(hub);
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(self, client: ::redis::Client) -> Self {
+        self.broker(redis::RedisBroker::new(client))
+    }
+
+    /// Creates the hub. With a [`broker`](HubBuilder::broker), call it within a Tokio runtime:
+    /// the broker starts its connection here.
     pub fn build(self) -> Hub {
-        Hub {
+        let broker = self.broker.clone();
+        let hub = Hub {
             core: Arc::new(Core {
                 config: self,
                 run: run_id(),
@@ -379,7 +421,14 @@ impl HubBuilder {
             }),
             topics: Arc::default(),
             closed: Arc::default(),
+        };
+        if let Some(broker) = broker {
+            broker.attach(broker::Feed {
+                core: Arc::downgrade(&hub.core),
+                topics: Arc::downgrade(&hub.topics),
+            });
         }
+        hub
     }
 }
 

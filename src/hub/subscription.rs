@@ -1,8 +1,9 @@
 //! A subscriber's stream: a cursor into its topic's ring.
 
-use super::{control_event, topic::Topic, Core, LagPolicy, EVICTED, MISSED};
+use super::topic::{history_lost, Phase, Topic};
+use super::{control_event, Core, LagPolicy, EVICTED, MISSED};
 use crate::sync::lock;
-use crate::Event;
+use crate::{Event, LastEventId};
 use futures_core::Stream;
 use std::{
     fmt,
@@ -27,7 +28,7 @@ use std::{
 /// let hub = Hub::new();
 /// let room = hub.topic("room");
 /// let subscription = room.subscribe(None);
-/// let id = room.publish(Event::message("hi")).unwrap();
+/// let id = room.publish(Event::message("hi")).await.unwrap();
 /// hub.close(None); // ends the subscription after what was published
 ///
 /// let body = SseBody::new(subscription).open_frame(false);
@@ -46,6 +47,10 @@ pub struct Subscription {
     /// before it are replay, which does not count as lag.
     joined: u64,
     control: Option<Event>,
+    /// The ring generation `cursor` belongs to.
+    generation: u64,
+    /// Where to start, until the topic is live (a broker's topic, synced after the first poll).
+    pending: Option<(Option<LastEventId>, usize)>,
     /// Events handed out and not yet added to the hub's `delivered` counter.
     unflushed: u64,
     left: bool,
@@ -66,6 +71,7 @@ impl Subscription {
         topic: Topic,
         cursor: u64,
         joined: u64,
+        generation: u64,
         control: Option<Event>,
     ) -> Subscription {
         Subscription {
@@ -74,9 +80,21 @@ impl Subscription {
             cursor,
             joined,
             control,
+            generation,
+            pending: None,
             unflushed: 0,
             left: false,
         }
+    }
+
+    pub(super) fn pending(
+        topic: Topic,
+        last_event_id: Option<LastEventId>,
+        recent: usize,
+    ) -> Subscription {
+        let mut subscription = Subscription::new(topic, 0, 0, 0, None);
+        subscription.pending = Some((last_event_id, recent));
+        subscription
     }
 
     /// The topic this subscription reads.
@@ -128,6 +146,12 @@ impl Subscription {
         let count = {
             let mut state = lock(&shared.state);
             state.waiters.try_remove(key);
+            if state.waiters.is_empty() {
+                if let Some(broker) = &shared.core.config.broker {
+                    state.phase = Phase::Idle;
+                    broker.unfollow(self.topic.name());
+                }
+            }
             state.waiters.len()
         };
         shared
@@ -154,6 +178,35 @@ impl Stream for Subscription {
         }
         let core = &*this.topic.shared.core;
         let mut state = lock(&this.topic.shared.state);
+
+        if this.pending.is_some() {
+            if !matches!(state.phase, Phase::Live) && state.closed.is_none() {
+                // Waits for the broker's sync, which wakes every waiter of the topic.
+                this.wait(&mut state, cx);
+                return Poll::Pending;
+            }
+            if let Some((last_event_id, recent)) = this.pending.take() {
+                let (cursor, joined, lost) = state.start(core, last_event_id.as_ref(), recent);
+                this.cursor = cursor;
+                this.joined = joined;
+                this.generation = state.generation;
+                if lost {
+                    drop(state);
+                    this.topic.count_history_lost();
+                    return Poll::Ready(Some(history_lost()));
+                }
+            }
+        }
+
+        if this.generation != state.generation {
+            // The ring started over past a gap the broker's history could not fill.
+            this.generation = state.generation;
+            this.cursor = state.first_seq;
+            this.joined = state.next_seq;
+            drop(state);
+            this.topic.count_history_lost();
+            return Poll::Ready(Some(history_lost()));
+        }
 
         let lag_from = this.cursor.max(this.joined);
         // Only the newest event left to read is never lag, whatever its size: it is where a
@@ -212,15 +265,22 @@ impl Stream for Subscription {
             return Poll::Ready(final_event);
         }
 
-        if let Some(slot) = this.key.and_then(|key| state.waiters.get_mut(key)) {
+        this.wait(&mut state, cx);
+        drop(state);
+        this.flush_delivered();
+        Poll::Pending
+    }
+}
+
+impl Subscription {
+    /// Leaves this task's waker in the subscriber's slot.
+    fn wait(&self, state: &mut super::topic::State, cx: &Context<'_>) {
+        if let Some(slot) = self.key.and_then(|key| state.waiters.get_mut(key)) {
             match slot {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 _ => *slot = Some(cx.waker().clone()),
             }
         }
-        drop(state);
-        this.flush_delivered();
-        Poll::Pending
     }
 }
 

@@ -1,5 +1,6 @@
 //! One topic: its ring of events, its subscribers' wakers, publishing and subscribing.
 
+use super::broker::{Position, Publish, PublishError};
 use super::{control_event, subscription::Subscription, Core, Hub, HISTORY_LOST};
 use crate::sync::{lock, take_wakers};
 use crate::{Event, EventError, LastEventId};
@@ -30,6 +31,31 @@ pub(super) struct State {
     pub(super) waiters: Slab<Option<Waker>>,
     /// Set by [`Hub::close`]: subscribers end after the history, with this final event.
     pub(super) closed: Option<Option<Event>>,
+    /// First half of the ring's ids: the hub's run, or the broker's epoch (none before the
+    /// broker has told one).
+    pub(super) epoch: Option<Arc<str>>,
+    /// Bumped when the ring starts over past a gap that could not be filled: subscribers of an
+    /// older generation are told `history-lost` and continue from the new ring's start.
+    pub(super) generation: u64,
+    pub(super) phase: Phase,
+}
+
+/// Whether the ring is up to date. An in-memory hub is always live.
+pub(super) enum Phase {
+    /// Followed by the broker and synced: every event arrives in order.
+    Live,
+    /// Followed, waiting for the broker's sync; live events that arrive meanwhile wait here.
+    Syncing(Vec<(Arc<str>, u64, Event)>),
+    /// Not followed (no local subscribers): the ring may be stale.
+    Idle,
+}
+
+/// What became of an event from the broker.
+enum Fed {
+    Appended,
+    Held,
+    /// Past a gap: the event is handed back, to hold until a sync.
+    Gap(Event),
 }
 
 impl State {
@@ -40,6 +66,60 @@ impl State {
         }
         let start = self.ring[(from - self.first_seq) as usize].cum_start;
         self.cum_bytes - start
+    }
+
+    /// Appends `event` as the next in sequence.
+    fn push(&mut self, event: Event, now: Instant) {
+        let len = event.len();
+        let cum_start = self.cum_bytes;
+        self.ring.push_back(Entry {
+            event,
+            at: now,
+            cum_start,
+        });
+        self.next_seq += 1;
+        self.cum_bytes += len as u64;
+        self.ring_bytes += len;
+    }
+
+    /// Empties the ring to start over at `first` in `epoch`: a new generation.
+    fn restart(&mut self, epoch: Arc<str>, first: u64) {
+        self.ring.clear();
+        self.ring_bytes = 0;
+        self.first_seq = first;
+        self.next_seq = first;
+        self.epoch = Some(epoch);
+        self.generation += 1;
+    }
+
+    /// Takes a live event from the broker, numbered `offset` in `epoch`.
+    fn feed(&mut self, core: &Core, epoch: &Arc<str>, offset: u64, event: Event) -> Fed {
+        let same = self.epoch.as_deref() == Some(&**epoch);
+        if same && offset < self.next_seq {
+            return Fed::Held;
+        }
+        if same && offset == self.next_seq
+            || self.epoch.is_none() && self.next_seq == 1 && offset == 1
+        {
+            self.epoch = Some(epoch.clone());
+        } else if !same && offset == 1 {
+            // The history was lost and started over: nothing of the new epoch was missed.
+            self.restart(epoch.clone(), 1);
+        } else {
+            return Fed::Gap(event);
+        }
+        let id = Position {
+            epoch: epoch.to_string(),
+            offset,
+        }
+        .to_id();
+        match event.with_id_if_missing(id) {
+            Ok(event) => self.push(event, Instant::now()),
+            // Cannot happen: the epoch was checked, the offset is digits.
+            Err(_) => return Fed::Held,
+        }
+        self.trim(core, Instant::now());
+        Fed::Appended
     }
 
     fn pop_front(&mut self) {
@@ -67,14 +147,16 @@ impl State {
     }
 
     /// The sequence number just after the event with this id, if the history can resume from it.
-    fn position_after(&self, id: &str, run: &str) -> Option<u64> {
-        if let Some(seq) = id
-            .strip_prefix(run)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            // One of ours, from this run. Everything after it must still be in the ring; the
-            // event itself may already have been dropped.
+    fn position_after(&self, id: &str) -> Option<u64> {
+        let ours = self.epoch.as_deref().and_then(|epoch| {
+            id.strip_prefix(epoch)?
+                .strip_prefix('-')?
+                .parse::<u64>()
+                .ok()
+        });
+        if let Some(seq) = ours {
+            // One of ours, from this run or epoch. Everything after it must still be in the
+            // ring; the event itself may already have been dropped.
             if seq < self.next_seq && seq.saturating_add(1) >= self.first_seq {
                 let matches = seq < self.first_seq
                     || self.ring[(seq - self.first_seq) as usize].event.id() == Some(id);
@@ -89,6 +171,28 @@ impl State {
             .rposition(|e| e.event.id() == Some(id))
             .map(|i| self.first_seq + i as u64 + 1)
     }
+
+    /// Where a new subscriber starts: `(cursor, joined, history_lost)`.
+    pub(super) fn start(
+        &mut self,
+        core: &Core,
+        last_event_id: Option<&LastEventId>,
+        recent: usize,
+    ) -> (u64, u64, bool) {
+        self.trim(core, Instant::now());
+        let joined = self.next_seq;
+        match last_event_id {
+            Some(id) => match self.position_after(id.as_str()) {
+                Some(cursor) => (cursor, joined, false),
+                None => (joined, joined, true),
+            },
+            None => (
+                joined.saturating_sub(recent as u64).max(self.first_seq),
+                joined,
+                false,
+            ),
+        }
+    }
 }
 
 pub(super) struct Shared {
@@ -99,10 +203,15 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn new(name: Arc<str>, core: Arc<Core>) -> Shared {
+        let brokered = core.config.broker.is_some();
+        let epoch = (!brokered).then(|| Arc::from(&*core.run));
         Shared {
             name,
             core,
             state: Mutex::new(State {
+                epoch,
+                generation: 0,
+                phase: if brokered { Phase::Idle } else { Phase::Live },
                 ring: VecDeque::new(),
                 first_seq: 1,
                 next_seq: 1,
@@ -127,13 +236,112 @@ impl Shared {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// No subscribers and no history (after dropping expired events when `expire` is set).
+    /// No subscribers and no history (after dropping expired events when `expire` is set). With
+    /// a broker the ring is only a copy of the shared history, so no subscribers is enough.
     pub(super) fn is_idle(&self, expire: bool) -> bool {
         let mut state = lock(&self.state);
         if expire {
             state.trim(&self.core, Instant::now());
         }
-        state.waiters.is_empty() && state.ring.is_empty()
+        state.waiters.is_empty() && (state.ring.is_empty() || self.core.config.broker.is_some())
+    }
+
+    /// The newest position in the ring, if it has an epoch.
+    pub(super) fn last_position(&self) -> Option<Position> {
+        let state = lock(&self.state);
+        let epoch = state.epoch.as_deref()?;
+        Some(Position {
+            epoch: epoch.to_owned(),
+            offset: state.next_seq - 1,
+        })
+    }
+
+    /// A live event from the broker. Returns whether the hub must ask for a sync.
+    pub(super) fn feed_event(&self, epoch: &str, offset: u64, event: Event) -> bool {
+        let mut state = lock(&self.state);
+        let epoch: Arc<str> = match &state.epoch {
+            Some(ours) if **ours == *epoch => ours.clone(),
+            _ => Arc::from(epoch),
+        };
+        let fed = match &mut state.phase {
+            Phase::Idle => return false,
+            Phase::Syncing(held) => {
+                held.push((epoch, offset, event));
+                return false;
+            }
+            Phase::Live => state.feed(&self.core, &epoch, offset, event),
+        };
+        match fed {
+            Fed::Appended => {
+                let wakers = take_wakers(&mut state.waiters);
+                drop(state);
+                wakers.into_iter().for_each(Waker::wake);
+                false
+            }
+            Fed::Held => false,
+            Fed::Gap(event) => {
+                tracing::debug!(topic = %self.name, offset, "hub saw a gap; asking its broker to sync");
+                state.phase = Phase::Syncing(vec![(epoch, offset, event)]);
+                true
+            }
+        }
+    }
+
+    /// The newest history from the broker (`events` run without a hole up to `head`).
+    pub(super) fn feed_sync(&self, epoch: Option<String>, head: u64, events: Vec<(u64, Event)>) {
+        let mut state = lock(&self.state);
+        let held = match std::mem::replace(&mut state.phase, Phase::Live) {
+            Phase::Syncing(held) => held,
+            // Not waiting for this one (unfollowed since): stay as it was.
+            other => {
+                state.phase = other;
+                return;
+            }
+        };
+        if let Some(epoch) = epoch {
+            let epoch: Arc<str> = match &state.epoch {
+                Some(ours) if **ours == *epoch => ours.clone(),
+                _ => Arc::from(epoch),
+            };
+            let first = events.first().map_or(head + 1, |(offset, _)| *offset);
+            let same = state.epoch.as_deref() == Some(&*epoch);
+            let fresh = state.epoch.is_none() && state.next_seq == 1;
+            if same && first <= state.next_seq && head + 1 >= state.next_seq {
+                // Reaches back to what the ring holds: no gap.
+            } else if fresh && (first == 1 || state.waiters.is_empty()) {
+                state.epoch = Some(epoch.clone());
+                state.first_seq = first;
+                state.next_seq = first;
+            } else {
+                tracing::debug!(topic = %self.name, "hub history cannot bridge a gap: history-lost");
+                state.restart(epoch.clone(), first);
+            }
+            for (offset, event) in events {
+                if offset >= state.next_seq {
+                    state.feed(&self.core, &epoch, offset, event);
+                }
+            }
+        }
+        // With no epoch the broker holds nothing: the ring stays, and the next event (offset 1
+        // of a new epoch) starts it over. Held live events follow the snapshot; one that still
+        // does not fit is stale or foreign (a genuine one would be in the snapshot or next in
+        // line), so it is dropped rather than waited for.
+        for (epoch, offset, event) in held {
+            if let Fed::Gap(_) = state.feed(&self.core, &epoch, offset, event) {
+                tracing::debug!(topic = %self.name, offset, "hub dropped an event that fits no sync");
+            }
+        }
+        let wakers = take_wakers(&mut state.waiters);
+        drop(state);
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The broker lost its connection: wait for its sync.
+    pub(super) fn feed_disconnected(&self) {
+        let mut state = lock(&self.state);
+        if !matches!(state.phase, Phase::Idle) {
+            state.phase = Phase::Syncing(Vec::new());
+        }
     }
 }
 
@@ -146,8 +354,8 @@ impl Shared {
 ///
 /// let hub = Hub::new();
 /// let prices = hub.topic("prices");
-/// prices.publish(Event::message("101.5")).unwrap();
-/// prices.publish(Event::message("101.7")).unwrap();
+/// prices.publish(Event::message("101.5")).await.unwrap();
+/// prices.publish(Event::message("101.7")).await.unwrap();
 ///
 /// // A dashboard that opens now first gets the newest value from the history, then live ones.
 /// let mut dashboard = prices.subscribe_with_recent(None, 1);
@@ -200,13 +408,48 @@ impl Topic {
     ///
     /// An event without an `id` gets one from the hub (the only case that copies the event's
     /// bytes, once). Never blocks on subscribers: it appends to the topic's history and wakes
-    /// those waiting. Works from sync and async code alike.
+    /// those waiting. Works from sync and async code alike: the event is published whether or
+    /// not the returned [`Publish`] is awaited, and on the in-memory hub it is done when this
+    /// returns ([`Publish::now`] has the id).
+    ///
+    /// With a [broker](super::broker) the event goes to the broker, which numbers it, keeps it
+    /// and delivers it to every hub that follows the topic, this one included; subscribers here
+    /// receive it from there, in the topic's one order.
     ///
     /// # Errors
     ///
-    /// An id the event cannot take ([`Event::with_id_if_missing`]), which cannot happen with
-    /// hub-made ids; the history is then unchanged.
-    pub fn publish(&self, event: Event) -> Result<String, EventError> {
+    /// - [`PublishError::Event`]: an id the event cannot take ([`Event::with_id_if_missing`]),
+    ///   which cannot happen with hub-made ids; the history is then unchanged.
+    /// - With a broker: [`PublishError::OwnId`] for an event with an id of its own, and
+    ///   [`Unavailable`](PublishError::Unavailable), [`Timeout`](PublishError::Timeout) or
+    ///   [`Overloaded`](PublishError::Overloaded) when the broker cannot take it.
+    pub fn publish(&self, event: Event) -> Publish {
+        let Some(broker) = &self.shared.core.config.broker else {
+            return Publish::ready(self.publish_here(event).map_err(PublishError::Event));
+        };
+        if event.id().is_some() {
+            return Publish::ready(Err(PublishError::OwnId));
+        }
+        let sent = broker.publish(self.name(), event);
+        let core = self.shared.core.clone();
+        let topic = self.shared.name.clone();
+        Publish::spawn(async move {
+            match sent.await {
+                Ok(position) => {
+                    core.counters.published.fetch_add(1, Ordering::Relaxed);
+                    Ok(position.to_id())
+                }
+                Err(err) => {
+                    core.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %topic, error = %err, "hub publish failed");
+                    Err(err)
+                }
+            }
+        })
+    }
+
+    /// Publishing on the in-memory hub.
+    fn publish_here(&self, event: Event) -> Result<String, EventError> {
         let core = &self.shared.core;
         let now = Instant::now();
         let mut state = lock(&self.shared.state);
@@ -221,16 +464,7 @@ impl Topic {
             event
         };
         let id = event.id().unwrap_or_default().to_owned();
-        let len = event.len();
-        let cum_start = state.cum_bytes;
-        state.ring.push_back(Entry {
-            event,
-            at: now,
-            cum_start,
-        });
-        state.next_seq += 1;
-        state.cum_bytes += len as u64;
-        state.ring_bytes += len;
+        state.push(event, now);
         state.trim(core, now);
         let wakers = take_wakers(&mut state.waiters);
         drop(state);
@@ -263,22 +497,17 @@ impl Topic {
     ) -> Subscription {
         let core = &self.shared.core;
         let mut state = lock(&self.shared.state);
-        state.trim(core, Instant::now());
-        let joined = state.next_seq;
-        let (cursor, lost) = match last_event_id {
-            Some(id) => match state.position_after(id, &core.run) {
-                Some(cursor) => (cursor, false),
-                None => (joined, true),
-            },
-            None => (
-                joined.saturating_sub(recent as u64).max(state.first_seq),
-                false,
-            ),
-        };
+        if !matches!(state.phase, Phase::Live) {
+            // A broker's topic with no subscribers here yet: where to start is known once the
+            // topic is followed and synced, when the stream is first polled.
+            drop(state);
+            return Subscription::pending(self.clone(), last_event_id.cloned(), recent);
+        }
+        let (cursor, joined, lost) = state.start(core, last_event_id, recent);
+        let generation = state.generation;
         drop(state);
-        let control =
-            lost.then(|| control_event(HISTORY_LOST, r#"{"reason":"history-lost"}"#, None));
-        Subscription::new(self.clone(), cursor, joined, control)
+        let control = lost.then(history_lost);
+        Subscription::new(self.clone(), cursor, joined, generation, control)
     }
 
     /// Adds a subscriber that starts streaming: counted, and announced to `on_join`. Returns
@@ -288,15 +517,31 @@ impl Topic {
         let (key, count) = {
             let mut state = lock(&self.shared.state);
             let key = state.waiters.insert(None);
+            if state.waiters.len() == 1 {
+                if let Some(broker) = &core.config.broker {
+                    state.phase = Phase::Syncing(Vec::new());
+                    broker.follow(self.name());
+                }
+            }
             (key, state.waiters.len())
         };
         let counters = &core.counters;
         counters.subscribers.fetch_add(1, Ordering::Relaxed);
         if lost {
-            counters.history_lost.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(topic = self.name(), "hub subscriber told history-lost");
+            self.count_history_lost();
         }
         Core::run_hook(&core.config.on_join, self, count);
         key
     }
+
+    pub(super) fn count_history_lost(&self) {
+        let counters = &self.shared.core.counters;
+        counters.history_lost.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(topic = self.name(), "hub subscriber told history-lost");
+    }
+}
+
+/// The control event that tells a subscriber its history is lost.
+pub(super) fn history_lost() -> Event {
+    control_event(HISTORY_LOST, r#"{"reason":"history-lost"}"#, None)
 }

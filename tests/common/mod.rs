@@ -2,6 +2,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
