@@ -9,6 +9,17 @@
 //! are announced to the room; a client that reconnects sends `Last-Event-ID` and gets the
 //! messages it missed. Set `PORT` to listen elsewhere (`PORT=0` picks a free port).
 //!
+//! Many servers, one chat: with feature `redis`, `--redis URL` (or `REDIS_URL`) shares the rooms
+//! through Redis. A message posted to any server reaches every room member on every server, and a
+//! client that reconnects to another server resumes there without a gap.
+//!
+//! ```text
+//! cargo run --example chat --features axum,redis -- --redis redis://127.0.0.1:6379 &
+//! PORT=3001 cargo run --example chat --features axum,redis -- --redis redis://127.0.0.1:6379
+//! ```
+//!
+//! The online count in join and leave notices is the server's own.
+//!
 //! - `GET /` — the page
 //! - `GET /rooms/{room}/events?user=NAME` — the room's event stream
 //! - `POST /rooms/{room}/messages` — `{"user": "...", "text": "..."}`
@@ -51,6 +62,35 @@ pub fn app(hub: Hub) -> Router {
 /// The hub every room lives in: a history of 500 events a room for replay.
 pub fn hub() -> Hub {
     Hub::builder().history(500).build()
+}
+
+/// The same hub, shared with every other server on the Redis at `url`.
+///
+/// # Errors
+///
+/// A `url` that is not a Redis URL.
+#[cfg(feature = "redis")]
+pub fn redis_hub(url: &str) -> Result<Hub, redis::RedisError> {
+    Ok(Hub::builder()
+        .history(500)
+        .redis(redis::Client::open(url)?)
+        .build())
+}
+
+/// `--redis URL`, or `REDIS_URL`.
+fn redis_url() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--redis" {
+            return args.next();
+        }
+        if let Some(url) = arg.strip_prefix("--redis=") {
+            return Some(url.to_owned());
+        }
+    }
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
 }
 
 #[derive(Deserialize)]
@@ -156,7 +196,19 @@ async fn main() -> std::io::Result<()> {
         listener.local_addr()?
     );
 
-    let hub = hub();
+    let hub =
+        match redis_url() {
+            None => hub(),
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                println!("chat: rooms shared through {url}");
+                redis_hub(&url).map_err(std::io::Error::other)?
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => return Err(std::io::Error::other(
+                "--redis needs the `redis` feature: cargo run --example chat --features axum,redis",
+            )),
+        };
     let shutdown_hub = hub.clone();
     // Close clients that accept nothing for 30 s (stalled or vanished peers).
     let listener = SendTimeoutListener::new(listener, Duration::from_secs(30));

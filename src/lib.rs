@@ -144,6 +144,6 @@ pub fn stop_reconnecting<B: Default>() -> http::Response<B> {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // The README's examples use every integration, so they are checked with all of them enabled.
-#[cfg(all(doctest, feature = "axum", feature = "warp"))]
+#[cfg(all(doctest, feature = "axum", feature = "warp", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -7,6 +7,8 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/chat.rs"]
 mod chat;
+#[cfg(feature = "redis")]
+mod common;
 
 use axum::{response::Html, routing::get, Router};
 use futures_util::{stream, StreamExt};
@@ -215,6 +217,56 @@ async fn start_https_server() -> SocketAddr {
     addr
 }
 
+/// Two chat servers sharing their rooms through a Redis of the test's own, and a TCP proxy to
+/// the second that a POST to `control/switch` turns to the first, cutting every connection: a
+/// load balancer moving clients to another server.
+#[cfg(feature = "redis")]
+struct Cluster {
+    _redis: common::redis::RedisServer,
+    first: SocketAddr,
+    proxy: SocketAddr,
+    control: SocketAddr,
+}
+
+#[cfg(feature = "redis")]
+async fn start_cluster() -> Option<Cluster> {
+    use std::sync::Mutex;
+    let redis = common::redis::RedisServer::start().await?;
+    let first = serve(chat::app(chat::redis_hub(&redis.url()).unwrap())).await;
+    let second = serve(chat::app(chat::redis_hub(&redis.url()).unwrap())).await;
+
+    let target = Arc::new(Mutex::new(second));
+    let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    {
+        let (target, open) = (target.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let to = *target.lock().unwrap();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                open.lock().unwrap().push(task.abort_handle());
+            }
+        });
+    }
+    let switch = move || {
+        *target.lock().unwrap() = first;
+        open.lock().unwrap().drain(..).for_each(|task| task.abort());
+        async { "switched" }
+    };
+    let control = serve(Router::new().route("/switch", axum::routing::post(switch))).await;
+    Some(Cluster {
+        _redis: redis,
+        first,
+        proxy,
+        control,
+    })
+}
+
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -235,6 +287,15 @@ async fn eventsource_in_chromium() {
     let chat = serve(chat::app(chat::hub())).await;
     let (limited, limited_stats) = start_limited_server().await;
     let https = start_https_server().await;
+    #[cfg(feature = "redis")]
+    let cluster = start_cluster().await;
+    #[cfg(feature = "redis")]
+    let cluster_args = match &cluster {
+        Some(c) => [c.first, c.proxy, c.control].map(|a| format!("http://{a}")),
+        None => ["-".to_owned(), "-".to_owned(), "-".to_owned()],
+    };
+    #[cfg(not(feature = "redis"))]
+    let cluster_args = ["-".to_owned(), "-".to_owned(), "-".to_owned()];
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let run = tokio::process::Command::new("node")
@@ -243,6 +304,7 @@ async fn eventsource_in_chromium() {
         .arg(format!("http://{chat}"))
         .arg(format!("http://{limited}"))
         .arg(format!("https://localhost:{}", https.port()))
+        .args(&cluster_args)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(120), run)
@@ -343,4 +405,24 @@ async fn eventsource_in_chromium() {
     let ann_log = results["chat"]["ann_log"].to_string();
     assert!(ann_log.contains("ben joined"), "{ann_log}");
     assert!(ann_log.contains("ben left"), "{ann_log}");
+
+    // Two chat servers on one Redis: a message posted on one reaches a page on the other; when
+    // that page's server goes away it reconnects to the first, resumes from its Last-Event-ID,
+    // and has every message exactly once, in order (a fresh start would replay "one" again).
+    if cluster_args[0] != "-" {
+        let cluster = &results["cluster"];
+        assert_eq!(
+            cluster["messages"],
+            json!([
+                "carol: one",
+                "carol: two while dave moves",
+                "carol: three while dave moves",
+                "carol: four"
+            ]),
+            "{cluster}"
+        );
+        assert!(cluster["opens"].as_u64().unwrap() >= 2, "{cluster}");
+    } else {
+        println!("the two-node chat check did not run: build with --features redis");
+    }
 }
