@@ -43,7 +43,7 @@ pub type BrokerFuture = Pin<Box<dyn Future<Output = Result<Position, PublishErro
 /// events, keeps their history, and delivers them to every hub that follows the topic.
 ///
 /// See the [module docs](self) for the contract. The crate's engine is
-/// [`RedisBroker`](super::redis::RedisBroker) (feature `redis`).
+/// `RedisBroker`, in the `redis` module (feature `redis`).
 pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Called once, when the hub is built: where to deliver events and histories.
     fn attach(&self, feed: Feed);

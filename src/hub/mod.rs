@@ -36,6 +36,21 @@
 //! recognised as unknown instead of being mistaken for a position in this one. Events published
 //! with their own ids keep them and are found by exact match.
 //!
+//! # Many processes
+//!
+//! A hub built with a [`Broker`] ([`HubBuilder::broker`], or `HubBuilder::redis` with feature
+//! `redis`) shares its topics with every hub on the same broker: handlers do not change. The
+//! broker orders each topic's events and numbers them `<epoch>-<offset>`; a client resumes from
+//! its `Last-Event-ID` on any of the hubs; an id from a lost history (another epoch) gets
+//! [`HISTORY_LOST`]. Events published with their own id are refused
+//! ([`PublishError::OwnId`]): only broker-made ids can be resumed from anywhere. Each hub
+//! still fans out locally through its ring, so everything below holds per process. See
+//! [`broker`] for the contract and the `redis` module for the Redis engine.
+//!
+//! A subscription on a topic that has no other subscriber in this process starts once the hub
+//! follows the topic and has read its newest history from the broker (a round trip): without a
+//! `Last-Event-ID`, events published in that moment count as before it.
+//!
 //! # What "bounded" means
 //!
 //! A topic holds at most [`history`](HubBuilder::history) events and
