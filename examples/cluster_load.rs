@@ -16,8 +16,10 @@
 //! - events per second: M over the time from the first publish to the last delivery;
 //! - fan-out latency p50 / p99 over the events: publish to the **last** client receiving it;
 //! - delivery latency p50 / p99 over every delivery;
-//! - server RSS, total and per connection; Redis connections (`CLIENT LIST`); Redis CPU time per
-//!   event and memory (`used_memory`) per event kept in the history.
+//! - server RSS, total and per connection; Redis connections (`CLIENT LIST`);
+//! - then Redis's own cost per event (CPU time, script time, stream bytes) as the number of
+//!   following nodes grows, over bursts of 5,000 events (the main run's events are too few for
+//!   /proc's 10 ms CPU ticks).
 //!
 //! The baseline is one server process with the in-memory hub and all K × N connections (when
 //! they fit in one process), measured first in the same run. Everything is on loopback, bounded,
@@ -384,13 +386,6 @@ fn text(value: &redis::Value) -> String {
     }
 }
 
-fn used_memory(info: &str) -> u64 {
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn send_publish(
     server: SocketAddr,
     conn: &mut Option<BufReader<TcpStream>>,
@@ -442,8 +437,6 @@ struct Figures {
     rss_kib_per_conn: f64,
     delivered: u64,
     redis_clients: Option<usize>,
-    redis_cpu_us_per_event: Option<f64>,
-    redis_bytes_per_event: Option<f64>,
 }
 
 fn quantile(sorted: &[u32], q: f64) -> f64 {
@@ -501,13 +494,6 @@ async fn measure(o: &Options, nodes: usize, per_node: usize, redis: Option<&Redi
         .map(|(s, _)| proc_rss_kib(s.child.id().unwrap()))
         .sum();
 
-    let redis_before = match redis {
-        Some(r) => Some((
-            proc_cpu_us(r.child.id()),
-            used_memory(&text(&redis_query(r.port, &["INFO", "memory"]).await)),
-        )),
-        None => None,
-    };
     let publish_to = servers[0].1;
     let filler = "x".repeat(o.payload.saturating_sub(22));
     let mut conn = None;
@@ -540,15 +526,14 @@ async fn measure(o: &Options, nodes: usize, per_node: usize, redis: Option<&Redi
         }
     }
     let elapsed = started.elapsed();
+    // Connections to Redis, our own query's left out.
     let redis_after = match redis {
-        Some(r) => Some((
-            proc_cpu_us(r.child.id()),
-            used_memory(&text(&redis_query(r.port, &["INFO", "memory"]).await)),
+        Some(r) => Some(
             text(&redis_query(r.port, &["CLIENT", "LIST"]).await)
                 .lines()
                 .count()
-                .saturating_sub(1), // our own query
-        )),
+                .saturating_sub(1),
+        ),
         None => None,
     };
 
@@ -607,20 +592,13 @@ async fn measure(o: &Options, nodes: usize, per_node: usize, redis: Option<&Redi
         rss_mib: rss_idle as f64 / 1024.0,
         rss_kib_per_conn: rss_idle.saturating_sub(rss_before) as f64 / connections as f64,
         delivered: all.len() as u64,
-        redis_clients: redis_after.as_ref().map(|a| a.2),
-        redis_cpu_us_per_event: redis_before
-            .zip(redis_after.as_ref())
-            .map(|(b, a)| a.0.saturating_sub(b.0) as f64 / o.events as f64),
-        redis_bytes_per_event: redis_before
-            .zip(redis_after.as_ref())
-            .map(|(b, a)| a.1.saturating_sub(b.1) as f64 / o.events as f64),
+        redis_clients: redis_after,
     }
 }
 
 fn print(name: &str, f: &Figures) {
-    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     println!(
-        "{name:<22} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.1} {:>8.2} {:>10} {:>6} {:>8} {:>8}",
+        "{name:<22} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.1} {:>8.2} {:>10} {:>6}",
         f.connections,
         f.events_per_s,
         f.fanout_p50_ms,
@@ -631,8 +609,6 @@ fn print(name: &str, f: &Figures) {
         f.rss_kib_per_conn,
         f.delivered,
         f.redis_clients.map_or("-".to_owned(), |n| n.to_string()),
-        opt(f.redis_cpu_us_per_event),
-        opt(f.redis_bytes_per_event),
     );
 }
 
@@ -661,7 +637,7 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<22} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>6} {:>8} {:>8}",
+        "{:<22} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>6}",
         "setup",
         "conns",
         "events/s",
@@ -672,9 +648,7 @@ async fn main() {
         "RSS MiB",
         "KiB/conn",
         "delivered",
-        "redis",
-        "rCPU us",
-        "rB/evt"
+        "redis"
     );
     let total = o.nodes * o.connections;
     let baseline = if o.baseline && total <= 19_000 {

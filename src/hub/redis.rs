@@ -38,6 +38,15 @@
 //!   [`PublishError`] within [`publish_timeout`](RedisBroker::publish_timeout), and at most
 //!   [`max_pending`](RedisBroker::max_pending) publishes wait at once.
 //!
+//! # Counts are per process
+//!
+//! [`Topic::subscribers`](super::Topic::subscribers), [`HubStats`](super::HubStats) and the
+//! presence hooks count this process's subscribers. A cluster-wide count is not kept: it would
+//! need every node to write its count for every followed topic on a heartbeat (nodes × topics
+//! writes per period, on the one Redis every publish goes through), stay stale for up to that
+//! period, and still be wrong for a period after a node dies. Sum `Topic::subscribers` across
+//! nodes in your metrics instead.
+//!
 //! # Keys
 //!
 //! For a topic `T` and the default prefix `tower-sse`: the hash `tower-sse:m:T` (epoch and last

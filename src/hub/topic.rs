@@ -266,6 +266,11 @@ impl Shared {
         let fed = match &mut state.phase {
             Phase::Idle => return false,
             Phase::Syncing(held) => {
+                // Bounded: past a history's worth, the oldest held events are left to the sync,
+                // which reads them from the broker's history.
+                if held.len() > self.core.config.history {
+                    held.remove(0);
+                }
                 held.push((epoch, offset, event));
                 return false;
             }
