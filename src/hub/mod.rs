@@ -155,7 +155,7 @@ pub struct HubStats {
     pub evicted: u64,
     /// Subscribers told [`HISTORY_LOST`].
     pub history_lost: u64,
-    /// Publishes the [broker](broker) failed (each also returned its error and was logged).
+    /// Publishes the [broker] failed (each also returned its error and was logged).
     pub publish_failed: u64,
     /// Messages from the broker dropped because they were not valid events (logged).
     pub rejected: u64,
