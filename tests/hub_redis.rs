@@ -458,3 +458,69 @@ async fn junk_on_a_channel_is_dropped_and_counted_and_own_ids_are_refused() {
         Err(PublishError::OwnId)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_subscribes_while_it_has_subscribers_and_per_node_policies_still_apply() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let joins = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = joins.clone();
+    let (a, _) = node_with(
+        &server,
+        Hub::builder().max_lag(3, 1 << 20).on_join(move |_, _| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }),
+    );
+    let (b, _) = node(&server);
+    let mut admin = server.admin().await;
+    let numsub = |admin: &mut redis::aio::MultiplexedConnection| {
+        let mut admin = admin.clone();
+        async move {
+            let got: (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("tower-sse:c:t")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            got.1
+        }
+    };
+    assert_eq!(numsub(&mut admin).await, 0, "nobody follows yet");
+    let mut reader = live(&a, &b, "t").await;
+    let mut idle = a.topic("t").subscribe(None);
+    idle.join();
+    assert_eq!(numsub(&mut admin).await, 1, "one subscription for the node");
+    assert_eq!(joins.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // The lag policy applies per node: the subscriber that does not read is evicted.
+    for i in 1..=10 {
+        publish(&b, "t", &i.to_string()).await;
+        assert_eq!(data(&take(&mut reader, 1).await), [i.to_string()]);
+    }
+    let mut decoder = Decoder::new();
+    let first = tokio::time::timeout(PATIENCE, idle.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        decoder.feed(first.as_bytes())[0].event,
+        tower_sse::hub::EVICTED
+    );
+    assert_eq!(a.stats().evicted, 1);
+    drop((reader, idle));
+    // The last subscriber gone, the node unsubscribes.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while numsub(&mut admin).await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node unsubscribes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And follows again for a new subscriber, with the history in between.
+    let last = publish(&b, "t", "11").await;
+    publish(&b, "t", "12").await;
+    let mut back = a.topic("t").subscribe(Some(&id(&last)));
+    assert_eq!(data(&take(&mut back, 1).await), ["12"]);
+    assert_eq!(numsub(&mut admin).await, 1);
+}
