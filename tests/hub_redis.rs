@@ -524,3 +524,41 @@ async fn a_node_subscribes_while_it_has_subscribers_and_per_node_policies_still_
     assert_eq!(data(&take(&mut back, 1).await), ["12"]);
     assert_eq!(numsub(&mut admin).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_longer_than_the_history_is_told_as_history_lost() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    // A node whose history is 5 events, and which waits at least 3 s before reconnecting.
+    let broker = RedisBroker::new(server.client())
+        .publish_timeout(Duration::from_secs(2))
+        .reconnect_backoff(Duration::from_secs(3), Duration::from_secs(3));
+    let a = Hub::builder().history(5).broker(broker.clone()).build();
+    let (b, _) = node(&server);
+    let mut on_a = live(&a, &b, "t").await;
+    for i in 1..=10 {
+        publish(&b, "t", &i.to_string()).await;
+        assert_eq!(data(&take(&mut on_a, 1).await), [i.to_string()]);
+    }
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut server.admin().await)
+        .await
+        .unwrap();
+    // While node A is away, more is published than its history can bring back.
+    for i in 11..=30 {
+        publish(&b, "t", &i.to_string()).await;
+    }
+    let got = take(&mut on_a, 1).await;
+    assert_eq!(got[0].event, HISTORY_LOST, "{got:?}");
+    assert_eq!(broker.reconnects(), 1);
+    // Then what the history still had, up to the newest, with no gap among them.
+    let rest = take(&mut on_a, 5).await;
+    assert_eq!(data(&rest), numbers(26..=30));
+    publish(&b, "t", "31").await;
+    assert_eq!(data(&take(&mut on_a, 1).await), ["31"]);
+    assert_eq!(a.stats().history_lost, 1);
+}
