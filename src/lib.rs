@@ -44,7 +44,8 @@
 //!   has ready and an optional final event; [`stop_reconnecting`] is the `204` that tells an
 //!   `EventSource` to stop for good.
 //! - [`hub`]: fan-out to many subscribers, with replay on `Last-Event-ID` and a slow-client
-//!   policy.
+//!   policy; across many server processes through Redis with feature `redis`
+//!   (`Hub::builder().redis(client)`), or another engine through [`hub::Broker`].
 //! - [`io::SendTimeout`]: closes connections whose peer accepts no bytes for too long.
 //! - [`decode`]: a client-side decoder that follows the spec's parsing algorithm.
 //! - `serve::Server` (feature `server`): serves any tower service over HTTP/1.1 and h2c, and
