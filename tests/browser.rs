@@ -423,6 +423,6 @@ async fn eventsource_in_chromium() {
         );
         assert!(cluster["opens"].as_u64().unwrap() >= 2, "{cluster}");
     } else {
-        println!("the two-node chat check did not run: build with --features redis");
+        println!("the two-node chat check did not run: it needs feature `redis` and redis-server");
     }
 }

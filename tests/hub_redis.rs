@@ -562,3 +562,51 @@ async fn a_gap_longer_than_the_history_is_told_as_history_lost() {
     assert_eq!(data(&take(&mut on_a, 1).await), ["31"]);
     assert_eq!(a.stats().history_lost, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_never_answers_fails_publishes_in_bounded_time_and_bounds_the_queue() {
+    // Accepts connections and never answers: no redis-server needed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let broker = RedisBroker::new(client)
+        .publish_timeout(Duration::from_secs(2))
+        .max_pending(1);
+    let hub = Hub::builder().broker(broker.clone()).build();
+    let topic = hub.topic("t");
+    let (first, second) = (
+        topic.publish(Event::message("1")),
+        topic.publish(Event::message("2")),
+    );
+    let (first, second) = tokio::time::timeout(PATIENCE, async { (first.await, second.await) })
+        .await
+        .expect("both publishes answer");
+    let results = [first, second];
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| matches!(r, Err(PublishError::Overloaded)))
+            .count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| matches!(
+                r,
+                Err(PublishError::Timeout(_) | PublishError::Unavailable(_))
+            ))
+            .count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(hub.stats().publish_failed, 2);
+    assert!(!broker.is_connected());
+}

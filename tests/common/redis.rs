@@ -29,14 +29,16 @@ impl RedisServer {
             eprintln!("\n*** SKIPPED: {why}; these Redis tests did not run ***\n");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer { port, child: None };
-        server.restart().await;
-        Some(server)
+        // A port below the kernel's ephemeral range (32768 and up), so that no outgoing
+        // connection of a parallel test can hold it when the server binds or binds again.
+        for attempt in 0..20u64 {
+            let port = free_port(attempt);
+            let mut server = RedisServer { port, child: None };
+            if server.try_start().await {
+                return Some(server);
+            }
+        }
+        panic!("no free port for redis-server");
     }
 
     pub fn url(&self) -> String {
@@ -57,6 +59,17 @@ impl RedisServer {
 
     /// Starts the server again on the same port, empty, and waits until it answers.
     pub async fn restart(&mut self) {
+        for _ in 0..20 {
+            if self.try_start().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("redis-server could not listen on port {} again", self.port);
+    }
+
+    /// Starts the server on its port; false if it could not listen there.
+    async fn try_start(&mut self) -> bool {
         self.kill();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -66,14 +79,21 @@ impl RedisServer {
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
-        for _ in 0..200 {
+        for _ in 0..400 {
+            if let Some(child) = &mut self.child {
+                if child.try_wait().ok().flatten().is_some() {
+                    // It exited: the port was taken.
+                    self.child = None;
+                    return false;
+                }
+            }
             if let Ok(mut conn) = self.client().get_multiplexed_async_connection().await {
                 if redis::cmd("PING")
                     .query_async::<String>(&mut conn)
                     .await
                     .is_ok()
                 {
-                    return;
+                    return true;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -87,6 +107,21 @@ impl RedisServer {
             .get_multiplexed_async_connection()
             .await
             .unwrap()
+    }
+}
+
+/// A port in 20000..32000 that nothing listens on now, different per process and call.
+fn free_port(attempt: u64) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(attempt);
+    hasher.write_u32(std::process::id());
+    loop {
+        let port = 20_000 + (hasher.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        hasher.write_u16(port);
     }
 }
 
