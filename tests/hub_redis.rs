@@ -563,7 +563,8 @@ async fn a_gap_longer_than_the_history_is_told_as_history_lost() {
     assert_eq!(a.stats().history_lost, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread, so that the publish tasks log where `logs_of` listens.
+#[tokio::test]
 async fn a_redis_that_never_answers_fails_publishes_in_bounded_time_and_bounds_the_queue() {
     // Accepts connections and never answers: no redis-server needed.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -584,9 +585,12 @@ async fn a_redis_that_never_answers_fails_publishes_in_bounded_time_and_bounds_t
         topic.publish(Event::message("1")),
         topic.publish(Event::message("2")),
     );
-    let (first, second) = tokio::time::timeout(PATIENCE, async { (first.await, second.await) })
-        .await
-        .expect("both publishes answer");
+    let (answers, logs) = common::logs_of(tokio::time::timeout(PATIENCE, async {
+        (first.await, second.await)
+    }))
+    .await;
+    let (first, second) = answers.expect("both publishes answer");
+    assert_eq!(logs.matches("hub publish failed").count(), 2, "{logs}");
     let results = [first, second];
     assert_eq!(
         results

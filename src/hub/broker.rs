@@ -313,7 +313,7 @@ impl From<EventError> for PublishError {
 ///
 /// The event is published whether or not this is awaited, so a hook or a sync caller can drop
 /// it. On the in-memory hub it is done before `publish` returns. With a broker it runs on a
-/// task of its own; a failure nobody awaits is logged as a warning.
+/// task of its own, and a failure is also logged as a warning, so none goes unseen.
 #[derive(Debug)]
 pub struct Publish {
     state: PublishState,
