@@ -49,8 +49,9 @@ pub struct Subscription {
     control: Option<Event>,
     /// The ring generation `cursor` belongs to.
     generation: u64,
-    /// Where to start, until the topic is live (a broker's topic, synced after the first poll).
-    pending: Option<(Option<LastEventId>, usize)>,
+    /// Where to start, until the topic is live (a broker's topic, synced after the first poll):
+    /// the `Last-Event-ID`, how many recent events, and the topic's syncs so far.
+    pending: Option<(Option<LastEventId>, usize, u64)>,
     /// Events handed out and not yet added to the hub's `delivered` counter.
     unflushed: u64,
     left: bool,
@@ -91,9 +92,10 @@ impl Subscription {
         topic: Topic,
         last_event_id: Option<LastEventId>,
         recent: usize,
+        syncs: u64,
     ) -> Subscription {
         let mut subscription = Subscription::new(topic, 0, 0, 0, None);
-        subscription.pending = Some((last_event_id, recent));
+        subscription.pending = Some((last_event_id, recent, syncs));
         subscription
     }
 
@@ -179,14 +181,15 @@ impl Stream for Subscription {
         let core = &*this.topic.shared.core;
         let mut state = lock(&this.topic.shared.state);
 
-        if this.pending.is_some() {
-            if !matches!(state.phase, Phase::Live) && state.closed.is_none() {
-                // Waits for the broker's sync, which wakes every waiter of the topic.
+        if let Some((_, _, made_after)) = this.pending {
+            if state.syncs <= made_after && state.closed.is_none() {
+                // Waits for the broker's next sync, which wakes every waiter of the topic.
                 this.wait(&mut state, cx);
                 return Poll::Pending;
             }
-            if let Some((last_event_id, recent)) = this.pending.take() {
-                let (cursor, joined, lost) = state.start(core, last_event_id.as_ref(), recent);
+            if let Some((last_event_id, recent, syncs)) = this.pending.take() {
+                let (cursor, joined, lost) =
+                    state.start(core, last_event_id.as_ref(), recent, Some(syncs));
                 this.cursor = cursor;
                 this.joined = joined;
                 this.generation = state.generation;

@@ -38,6 +38,12 @@ pub(super) struct State {
     /// older generation are told `history-lost` and continue from the new ring's start.
     pub(super) generation: u64,
     pub(super) phase: Phase,
+    /// Syncs from the broker so far.
+    pub(super) syncs: u64,
+    /// Where the latest syncs left the ring, `(sync number, sequence number)`: a subscription
+    /// made while the topic waited for a sync starts where the first sync after it left the
+    /// ring, so the live events that followed reach it.
+    marks: VecDeque<(u64, u64)>,
 }
 
 /// Whether the ring is up to date. An in-memory hub is always live.
@@ -90,6 +96,8 @@ impl State {
         self.next_seq = first;
         self.epoch = Some(epoch);
         self.generation += 1;
+        self.marks.clear();
+        self.marks.push_back((self.syncs, first));
     }
 
     /// Takes a live event from the broker, numbered `offset` in `epoch`.
@@ -172,22 +180,37 @@ impl State {
             .map(|i| self.first_seq + i as u64 + 1)
     }
 
-    /// Where a new subscriber starts: `(cursor, joined, history_lost)`.
+    /// Where a new subscriber starts: `(cursor, joined, history_lost)`. One made while the topic
+    /// waited for a sync (`waited`: the number of syncs then) starts where the first sync after
+    /// it left the ring.
     pub(super) fn start(
         &mut self,
         core: &Core,
         last_event_id: Option<&LastEventId>,
         recent: usize,
+        waited: Option<u64>,
     ) -> (u64, u64, bool) {
         self.trim(core, Instant::now());
-        let joined = self.next_seq;
+        let joined = match waited {
+            Some(syncs) => self
+                .marks
+                .iter()
+                .find(|(n, _)| *n > syncs)
+                .or(self.marks.front())
+                .map_or(self.next_seq, |(_, seq)| *seq),
+            None => self.next_seq,
+        };
         match last_event_id {
             Some(id) => match self.position_after(id.as_str()) {
                 Some(cursor) => (cursor, joined, false),
                 None => (joined, joined, true),
             },
+            // Not before the ring's start, unless it is behind already (then the lag policy says
+            // so).
             None => (
-                joined.saturating_sub(recent as u64).max(self.first_seq),
+                joined
+                    .saturating_sub(recent as u64)
+                    .max(self.first_seq.min(joined)),
                 joined,
                 false,
             ),
@@ -211,6 +234,8 @@ impl Shared {
             state: Mutex::new(State {
                 epoch,
                 generation: 0,
+                syncs: 0,
+                marks: VecDeque::new(),
                 phase: if brokered { Phase::Idle } else { Phase::Live },
                 ring: VecDeque::new(),
                 first_seq: 1,
@@ -327,6 +352,12 @@ impl Shared {
                 }
             }
         }
+        state.syncs += 1;
+        let mark = (state.syncs, state.next_seq);
+        if state.marks.len() >= 32 {
+            state.marks.pop_front();
+        }
+        state.marks.push_back(mark);
         // With no epoch the broker holds nothing: the ring stays, and the next event (offset 1
         // of a new epoch) starts it over. Held live events follow the snapshot; one that still
         // does not fit is stale or foreign (a genuine one would be in the snapshot or next in
@@ -505,10 +536,11 @@ impl Topic {
         if !matches!(state.phase, Phase::Live) {
             // A broker's topic with no subscribers here yet: where to start is known once the
             // topic is followed and synced, when the stream is first polled.
+            let syncs = state.syncs;
             drop(state);
-            return Subscription::pending(self.clone(), last_event_id.cloned(), recent);
+            return Subscription::pending(self.clone(), last_event_id.cloned(), recent, syncs);
         }
-        let (cursor, joined, lost) = state.start(core, last_event_id, recent);
+        let (cursor, joined, lost) = state.start(core, last_event_id, recent, None);
         let generation = state.generation;
         drop(state);
         let control = lost.then(history_lost);
