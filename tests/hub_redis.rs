@@ -614,3 +614,39 @@ async fn a_redis_that_never_answers_fails_publishes_in_bounded_time_and_bounds_t
     assert_eq!(hub.stats().publish_failed, 2);
     assert!(!broker.is_connected());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_topic_expires_and_its_next_event_starts_a_new_epoch() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let broker = RedisBroker::new(server.client()).topic_ttl(Duration::from_secs(1));
+    let a = Hub::builder().broker(broker).build();
+    let first = publish(&a, "t", "before").await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("tower-sse:s:t")
+        .query_async(&mut server.admin().await)
+        .await
+        .unwrap();
+    assert!((0..=1).contains(&ttl), "the history expires: {ttl}");
+    // Wait until Redis has dropped the idle topic (it expires keys within a second or so).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg("tower-sse:m:t")
+            .query_async(&mut server.admin().await)
+            .await
+            .unwrap();
+        if exists == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the topic expires");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = publish(&a, "t", "after").await;
+    assert!(second.ends_with("-1"), "{second}");
+    assert_ne!(first.split('-').next(), second.split('-').next());
+    let (b, _) = node(&server);
+    let mut resumed = b.topic("t").subscribe(Some(&id(&first)));
+    assert_eq!(take(&mut resumed, 1).await[0].event, HISTORY_LOST);
+}
