@@ -431,7 +431,7 @@ impl HubBuilder {
         let hub = Hub {
             core: Arc::new(Core {
                 config: self,
-                run: run_id(),
+                run: random_tag(8).into(),
                 counters: Counters::default(),
             }),
             topics: Arc::default(),
@@ -447,8 +447,9 @@ impl HubBuilder {
     }
 }
 
-/// A short tag that differs between hubs and server runs, so ids from another run are unknown.
-fn run_id() -> Box<str> {
+/// A random tag of `hex_digits` (at most 16) hexadecimal digits, different per call and per
+/// process: a hub's run, a broker's epoch. Ids carrying another tag are recognised as unknown.
+fn random_tag(hex_digits: usize) -> String {
     use std::hash::{BuildHasher, Hasher};
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -456,7 +457,8 @@ fn run_id() -> Box<str> {
     if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         hasher.write_u128(now.as_nanos());
     }
-    format!("{:08x}", hasher.finish() as u32).into()
+    let hex = format!("{:016x}", hasher.finish());
+    hex[16 - hex_digits.min(16)..].to_owned()
 }
 
 /// Builds one of the hub's own control events. Their fields are fixed and valid.

@@ -56,6 +56,7 @@
 //! ([`HubStats::rejected`](super::HubStats::rejected)).
 
 use super::broker::{Broker, BrokerFuture, Feed, Position, PublishError, Snapshot};
+use super::random_tag;
 use crate::delay::jittered;
 use crate::Event;
 use bytes::Bytes;
@@ -315,7 +316,7 @@ impl Broker for RedisBroker {
             let mut invocation = inner.publish.key(hash);
             invocation
                 .key(stream)
-                .arg(new_epoch())
+                .arg(random_tag(12))
                 .arg(event.as_bytes().as_ref())
                 .arg(started.history)
                 .arg(config.topic_ttl.as_secs())
@@ -341,18 +342,6 @@ impl Broker for RedisBroker {
             let _ = started.commands.send(Command::Unfollow(topic.to_owned()));
         }
     }
-}
-
-/// A fresh epoch: 12 hex digits, different per call and per process.
-fn new_epoch() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
 }
 
 /// Why a session on the pub/sub connection ended.
@@ -428,18 +417,16 @@ async fn session(
     pubsub: redis::aio::PubSub,
 ) -> End {
     let config = &started.config;
+    let limit = config.connect_timeout;
     let (mut sink, mut stream) = pubsub.split();
     let channel_prefix = format!("{}:c:", config.prefix);
     let mut reads = JoinSet::new();
     for topic in followed.iter() {
         let channel = format!("{channel_prefix}{topic}");
-        match tokio::time::timeout(config.connect_timeout, sink.subscribe(&channel)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return End::Lost(err.to_string()),
-            Err(_) => return End::Lost("subscribe unanswered".into()),
+        if let Err(why) = answered(limit, "subscribe", sink.subscribe(&channel)).await {
+            return End::Lost(why);
         }
         reads.spawn(read(
-            started.conn.clone(),
             inner.clone(),
             feed.clone(),
             topic.clone(),
@@ -463,24 +450,20 @@ async fn session(
             command = commands.recv() => match command {
                 None => return End::HubGone,
                 Some(Command::Follow(topic)) => {
-                    if !followed.contains(&topic) {
+                    // Followed from now on: if subscribing fails, the next session subscribes.
+                    if followed.insert(topic.clone()) {
                         let channel = format!("{channel_prefix}{topic}");
-                        match tokio::time::timeout(config.connect_timeout, sink.subscribe(&channel)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(err)) => { followed.insert(topic); return End::Lost(err.to_string()) }
-                            Err(_) => { followed.insert(topic); return End::Lost("subscribe unanswered".into()) }
+                        if let Err(why) = answered(limit, "subscribe", sink.subscribe(&channel)).await {
+                            return End::Lost(why);
                         }
-                        followed.insert(topic.clone());
                     }
-                    reads.spawn(read(started.conn.clone(), inner.clone(), feed.clone(), topic, Duration::ZERO));
+                    reads.spawn(read(inner.clone(), feed.clone(), topic, Duration::ZERO));
                 }
                 Some(Command::Unfollow(topic)) => {
                     if followed.remove(&topic) {
                         let channel = format!("{channel_prefix}{topic}");
-                        match tokio::time::timeout(config.connect_timeout, sink.unsubscribe(&channel)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(err)) => return End::Lost(err.to_string()),
-                            Err(_) => return End::Lost("unsubscribe unanswered".into()),
+                        if let Err(why) = answered(limit, "unsubscribe", sink.unsubscribe(&channel)).await {
+                            return End::Lost(why);
                         }
                     }
                 }
@@ -496,7 +479,8 @@ async fn session(
                     Err(err) => {
                         tracing::warn!(topic = %topic, error = %err, "hub broker could not read history; trying again");
                         if followed.contains(&topic) {
-                            reads.spawn(read(started.conn.clone(), inner.clone(), feed.clone(), topic, jittered(config.backoff.0 * 4)));
+                            let wait = jittered(config.backoff.0 * 4);
+                            reads.spawn(read(inner.clone(), feed.clone(), topic, wait));
                         }
                     }
                 }
@@ -506,13 +490,24 @@ async fn session(
                 if feed.is_closed() {
                     return End::HubGone;
                 }
-                match tokio::time::timeout(config.connect_timeout, sink.ping::<Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => return End::Lost(err.to_string()),
-                    Err(_) => return End::Lost("ping unanswered".into()),
+                if let Err(why) = answered(limit, "ping", sink.ping::<Value>()).await {
+                    return End::Lost(why);
                 }
             }
         }
+    }
+}
+
+/// The answer to a Redis call within `limit`, or why there was none.
+async fn answered<T>(
+    limit: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("{what} unanswered")),
     }
 }
 
@@ -538,7 +533,6 @@ fn deliver(feed: &Feed, topic: &str, message: &[u8]) {
 
 /// Reads a topic's newest history, after `wait`.
 async fn read(
-    mut conn: ConnectionManager,
     inner: Arc<Inner>,
     feed: Feed,
     topic: String,
@@ -556,12 +550,11 @@ async fn read(
         .arg(started.history)
         .arg(known.as_ref().map_or("", |p| p.epoch.as_str()))
         .arg(known.as_ref().map_or(0, |p| p.offset));
+    let mut conn = started.conn.clone();
     let call = invocation.invoke_async::<Value>(&mut conn);
-    let result = match tokio::time::timeout(started.config.publish_timeout, call).await {
-        Ok(Ok(value)) => snapshot(&value).ok_or_else(|| "unexpected answer".to_owned()),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err("no answer in time".into()),
-    };
+    let result = answered(started.config.publish_timeout, "history read", call)
+        .await
+        .and_then(|value| snapshot(&value).ok_or_else(|| "unexpected answer".to_owned()));
     (topic, result)
 }
 

@@ -100,6 +100,14 @@ impl State {
         self.marks.push_back((self.syncs, first));
     }
 
+    /// `epoch`, sharing the ring's own copy when it is the same (the usual case: no allocation).
+    fn shared_epoch(&self, epoch: &str) -> Arc<str> {
+        match &self.epoch {
+            Some(ours) if **ours == *epoch => ours.clone(),
+            _ => Arc::from(epoch),
+        }
+    }
+
     /// Takes a live event from the broker, numbered `offset` in `epoch`.
     fn feed(&mut self, core: &Core, epoch: &Arc<str>, offset: u64, event: Event) -> Fed {
         let same = self.epoch.as_deref() == Some(&**epoch);
@@ -284,10 +292,7 @@ impl Shared {
     /// A live event from the broker. Returns whether the hub must ask for a sync.
     pub(super) fn feed_event(&self, epoch: &str, offset: u64, event: Event) -> bool {
         let mut state = lock(&self.state);
-        let epoch: Arc<str> = match &state.epoch {
-            Some(ours) if **ours == *epoch => ours.clone(),
-            _ => Arc::from(epoch),
-        };
+        let epoch = state.shared_epoch(epoch);
         let fed = match &mut state.phase {
             Phase::Idle => return false,
             Phase::Syncing(held) => {
@@ -329,10 +334,7 @@ impl Shared {
             }
         };
         if let Some(epoch) = epoch {
-            let epoch: Arc<str> = match &state.epoch {
-                Some(ours) if **ours == *epoch => ours.clone(),
-                _ => Arc::from(epoch),
-            };
+            let epoch = state.shared_epoch(&epoch);
             let first = events.first().map_or(head + 1, |(offset, _)| *offset);
             let same = state.epoch.as_deref() == Some(&*epoch);
             let fresh = state.epoch.is_none() && state.next_seq == 1;
