@@ -42,14 +42,20 @@ use std::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{TcpSocket, TcpStream},
+    net::TcpStream,
     process::{Child, Command},
 };
 use tower_sse::{decode::Decoder, hub::Hub, Event, LastEventId, SseBody, SseLayer};
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "support/load.rs"]
+mod load;
+
+use load::{now_ns, open_stream, proc_cpu_us, proc_rss_kib, publish, timestamp};
 
 struct Options {
     nodes: usize,
@@ -109,35 +115,6 @@ impl Options {
     }
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn proc_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in microseconds (USER_HZ = 100).
-fn proc_cpu_us(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) * 10_000
-}
-
 // ---------------------------------------------------------------------------------------------
 // The server: one route to stream, one to publish.
 
@@ -179,30 +156,6 @@ async fn serve(redis: Option<String>) {
 // ---------------------------------------------------------------------------------------------
 // A client process: N connections to one server.
 
-async fn open_stream(server: SocketAddr, source: IpAddr) -> std::io::Result<(TcpStream, Vec<u8>)> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let mut tcp = socket.connect(server).await?;
-    tcp.set_nodelay(true)?;
-    tcp.write_all(
-        format!("GET /sse HTTP/1.1\r\nhost: {server}\r\naccept: text/event-stream\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = tcp.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::ConnectionReset.into());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok((tcp, head.split_off(at + 4)));
-        }
-    }
-}
-
 /// Latencies per event timestamp, in microseconds.
 type Seen = Arc<Mutex<HashMap<u64, Vec<u32>>>>;
 
@@ -231,12 +184,7 @@ async fn one_client(
     let mut buf = vec![0u8; 4096];
     loop {
         for message in decoder.feed(&chunk) {
-            if let Some(ts) = message
-                .data
-                .strip_prefix('T')
-                .and_then(|rest| rest.split('|').next())
-                .and_then(|ts| ts.parse::<u64>().ok())
-            {
+            if let Some(ts) = timestamp(&message.data) {
                 let micros = (now_ns().saturating_sub(ts) / 1_000).min(u64::from(u32::MAX));
                 seen.lock()
                     .unwrap()
@@ -386,45 +334,6 @@ fn text(value: &redis::Value) -> String {
     }
 }
 
-async fn send_publish(
-    server: SocketAddr,
-    conn: &mut Option<BufReader<TcpStream>>,
-    body: &str,
-) -> bool {
-    if conn.is_none() {
-        let tcp = TcpStream::connect(server)
-            .await
-            .expect("connect to publish");
-        tcp.set_nodelay(true).unwrap();
-        *conn = Some(BufReader::new(tcp));
-    }
-    let stream = conn.as_mut().unwrap();
-    let request = format!(
-        "POST /publish HTTP/1.1\r\nhost: {server}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .get_mut()
-        .write_all(request.as_bytes())
-        .await
-        .unwrap();
-    let mut line = String::new();
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        stream.read_line(&mut line).await.unwrap();
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut rest = vec![0; length];
-    stream.read_exact(&mut rest).await.unwrap();
-    rest == b"ok"
-}
-
 #[derive(Debug, Default)]
 struct Figures {
     connections: usize,
@@ -501,7 +410,7 @@ async fn measure(o: &Options, nodes: usize, per_node: usize, redis: Option<&Redi
     let mut failed = 0;
     for _ in 0..o.events {
         let body = format!("T{}|{filler}", now_ns());
-        if !send_publish(publish_to, &mut conn, &body).await {
+        if publish(publish_to, &mut conn, &body).await != b"ok" {
             failed += 1;
         }
         tokio::time::sleep(o.interval).await;
@@ -727,7 +636,8 @@ async fn redis_cost(redis: &RedisProc) {
         }
         let _ = redis_query(redis.port, &["CONFIG", "RESETSTAT"]).await;
         let base = received.load(Ordering::Relaxed);
-        let cpu = proc_cpu_us(redis.child.id());
+        let (user, sys) = proc_cpu_us(redis.child.id());
+        let cpu = user + sys;
         let started = Instant::now();
         let body = format!("T0|{}", "x".repeat(252));
         let gate = Arc::new(tokio::sync::Semaphore::new(32));
@@ -750,7 +660,8 @@ async fn redis_cost(redis: &RedisProc) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let elapsed = started.elapsed();
-        let cpu = proc_cpu_us(redis.child.id()) - cpu;
+        let (user, sys) = proc_cpu_us(redis.child.id());
+        let cpu = user + sys - cpu;
         let stats = text(&redis_query(redis.port, &["INFO", "commandstats"]).await);
         let script_us: f64 = stats
             .lines()

@@ -23,8 +23,13 @@
 //! memory reading, longer than the 15 s keep-alive), `--impls a,b,c` (all of them).
 
 #[allow(dead_code, unreachable_pub)]
+#[path = "support/load.rs"]
+mod load;
+#[allow(dead_code, unreachable_pub)]
 #[path = "scale_server.rs"]
 mod scale_server;
+
+use load::{now_ns, open_stream, proc_cpu_us, proc_rss_kib, publish, timestamp};
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -33,11 +38,10 @@ use std::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{TcpSocket, TcpStream},
+    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
     sync::Semaphore,
 };
 use tower_sse::decode::Decoder;
@@ -103,37 +107,6 @@ struct Figures {
     delivered: u64,
 }
 
-fn proc_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// (utime, stime) of a process, in microseconds.
-fn proc_cpu_us(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Linux reports these in USER_HZ, which is 100 on every mainstream configuration.
-    (ticks(11) * 10_000, ticks(12) * 10_000)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// One SSE client: connect from `source`, read the head, then record each event's latency.
 async fn client(
     server: SocketAddr,
@@ -148,8 +121,8 @@ async fn client(
     // A connection the kernel resets (a full listen queue under a burst of connects) is
     // retried, with a growing pause, rather than failing the run.
     let mut attempt = 0u32;
-    let (mut tcp, head, body_start) = loop {
-        match open_stream(server, source, &mut buf).await {
+    let (mut tcp, mut chunk) = loop {
+        match open_stream(server, source).await {
             Ok(opened) => break opened,
             Err(_) if attempt < 20 => {
                 attempt += 1;
@@ -164,15 +137,9 @@ async fn client(
     let mut local = Vec::new();
     // The body is chunked; chunk-size lines never contain "T<digits>|", so feeding the raw
     // bytes to the decoder is enough to find each event's timestamp.
-    let mut chunk = head[body_start..].to_vec();
     loop {
         for message in decoder.feed(&chunk) {
-            if let Some(ts) = message
-                .data
-                .strip_prefix('T')
-                .and_then(|rest| rest.split('|').next())
-                .and_then(|ts| ts.parse::<u64>().ok())
-            {
+            if let Some(ts) = timestamp(&message.data) {
                 let micros = now_ns().saturating_sub(ts) / 1_000;
                 local.push(micros.min(u64::from(u32::MAX)) as u32);
                 received.fetch_add(1, Ordering::Relaxed);
@@ -189,70 +156,6 @@ async fn client(
     }
     latencies.lock().unwrap().extend(local);
     Ok(())
-}
-
-/// Connects from `source`, asks for the stream and reads the response head; returns the
-/// connection, what was read, and where the body starts in it.
-async fn open_stream(
-    server: SocketAddr,
-    source: IpAddr,
-    buf: &mut [u8],
-) -> std::io::Result<(TcpStream, Vec<u8>, usize)> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let mut tcp = socket.connect(server).await?;
-    tcp.set_nodelay(true)?;
-    tcp.write_all(
-        format!("GET /sse HTTP/1.1\r\nhost: {server}\r\naccept: text/event-stream\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
-    let mut head = Vec::new();
-    loop {
-        let n = tcp.read(buf).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::ConnectionReset.into());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok((tcp, head, at + 4));
-        }
-    }
-}
-
-async fn publish(server: SocketAddr, conn: &mut Option<BufReader<TcpStream>>, body: &str) {
-    if conn.is_none() {
-        let tcp = TcpStream::connect(server)
-            .await
-            .expect("connect for publishing");
-        tcp.set_nodelay(true).unwrap();
-        *conn = Some(BufReader::new(tcp));
-    }
-    let stream = conn.as_mut().unwrap();
-    let request = format!(
-        "POST /publish HTTP/1.1\r\nhost: {server}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .get_mut()
-        .write_all(request.as_bytes())
-        .await
-        .unwrap();
-    // Read the short response: head, then a 2-byte body ("ok").
-    let mut line = String::new();
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        stream.read_line(&mut line).await.unwrap();
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut rest = vec![0; length];
-    stream.read_exact(&mut rest).await.unwrap();
 }
 
 async fn measure(which: &str, o: &Options) -> Figures {
