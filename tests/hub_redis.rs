@@ -88,6 +88,30 @@ async fn live(hub: &Hub, publisher: &Hub, topic: &str) -> Subscription {
     }
 }
 
+/// Waits until `check` holds; failing, with `what`, past the patience.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cuts every pub/sub connection of the server (the nodes' publishing connections stay).
+async fn kill_pubsub_connections(server: &RedisServer) {
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut server.admin().await)
+        .await
+        .unwrap();
+}
+
 /// Whether the ids increase strictly within their epoch, `<epoch>-<offset>`.
 fn offsets(messages: &[Message]) -> Vec<(String, u64)> {
     messages
@@ -272,21 +296,14 @@ async fn a_dropped_connection_is_filled_from_the_stream_without_a_gap() {
         publish(&a, "t", &i.to_string()).await;
     }
     // Cut both pub/sub connections; publishing goes on through the other connection.
-    let _: redis::Value = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut server.admin().await)
-        .await
-        .unwrap();
+    kill_pubsub_connections(&server).await;
     for i in 11..=30 {
         publish(&a, "t", &i.to_string()).await;
     }
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while broker_a.reconnects() == 0 || broker_b.reconnects() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "brokers reconnect");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("brokers reconnect", || async {
+        broker_a.reconnects() > 0 && broker_b.reconnects() > 0
+    })
+    .await;
     for i in 31..=40 {
         publish(&b, "t", &i.to_string()).await;
     }
@@ -331,27 +348,20 @@ async fn a_redis_restart_mid_stream_keeps_streams_open_and_order_exact() {
     assert!(on_a.next().now_or_never().is_none());
 
     server.restart().await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !(broker_a.is_connected() && broker_b.is_connected()) {
-        assert!(tokio::time::Instant::now() < deadline, "brokers reconnect");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("brokers reconnect", || async {
+        broker_a.is_connected() && broker_b.is_connected()
+    })
+    .await;
     // The publishing connections reconnect by themselves; until they have, a publish may still
     // see the old connection's end. Warm both up on another topic, then publish for real.
     for hub in [&a, &b] {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while hub
-            .topic("warm-up")
-            .publish(Event::message("x"))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "publishing works again"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("publishing works again", || async {
+            hub.topic("warm-up")
+                .publish(Event::message("x"))
+                .await
+                .is_ok()
+        })
+        .await;
     }
     for i in 21..=40 {
         let hub = if i % 2 == 0 { &a } else { &b };
@@ -509,14 +519,10 @@ async fn a_node_subscribes_while_it_has_subscribers_and_per_node_policies_still_
     assert_eq!(a.stats().evicted, 1);
     drop((reader, idle));
     // The last subscriber gone, the node unsubscribes.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while numsub(&mut admin).await != 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node unsubscribes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the node unsubscribes", || async {
+        numsub(&mut admin.clone()).await == 0
+    })
+    .await;
     // And follows again for a new subscriber, with the history in between.
     let last = publish(&b, "t", "11").await;
     publish(&b, "t", "12").await;
@@ -541,13 +547,7 @@ async fn a_gap_longer_than_the_history_is_told_as_history_lost() {
         publish(&b, "t", &i.to_string()).await;
         assert_eq!(data(&take(&mut on_a, 1).await), [i.to_string()]);
     }
-    let _: redis::Value = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut server.admin().await)
-        .await
-        .unwrap();
+    kill_pubsub_connections(&server).await;
     // While node A is away, more is published than its history can bring back.
     for i in 11..=30 {
         publish(&b, "t", &i.to_string()).await;
@@ -630,19 +630,15 @@ async fn an_idle_topic_expires_and_its_next_event_starts_a_new_epoch() {
         .unwrap();
     assert!((0..=1).contains(&ttl), "the history expires: {ttl}");
     // Wait until Redis has dropped the idle topic (it expires keys within a second or so).
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually("the topic expires", || async {
         let exists: i64 = redis::cmd("EXISTS")
             .arg("tower-sse:m:t")
             .query_async(&mut server.admin().await)
             .await
             .unwrap();
-        if exists == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the topic expires");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        exists == 0
+    })
+    .await;
     let second = publish(&a, "t", "after").await;
     assert!(second.ends_with("-1"), "{second}");
     assert_ne!(first.split('-').next(), second.split('-').next());
