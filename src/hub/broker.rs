@@ -75,8 +75,17 @@ pub struct Position {
 impl Position {
     /// The id a hub gives the event at this position: `<epoch>-<offset>`.
     pub fn to_id(&self) -> String {
-        format!("{}-{}", self.epoch, self.offset)
+        id_of(&self.epoch, self.offset)
     }
+}
+
+/// The id of event `n` under `tag` (a hub's run or a broker's epoch): `<tag>-<n>`.
+pub(super) fn id_of(tag: &str, n: u64) -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(tag.len() + 21);
+    id.push_str(tag);
+    let _ = write!(id, "-{n}");
+    id
 }
 
 /// Whether `epoch` can be the first half of an id: letters and digits, 1 to 64.

@@ -1,6 +1,6 @@
 //! One topic: its ring of events, its subscribers' wakers, publishing and subscribing.
 
-use super::broker::{Position, Publish, PublishError};
+use super::broker::{id_of, Position, Publish, PublishError};
 use super::{control_event, subscription::Subscription, Core, Hub, HISTORY_LOST};
 use crate::sync::{lock, take_wakers};
 use crate::{Event, EventError, LastEventId};
@@ -51,7 +51,7 @@ pub(super) enum Phase {
     /// Followed by the broker and synced: every event arrives in order.
     Live,
     /// Followed, waiting for the broker's sync; live events that arrive meanwhile wait here.
-    Syncing(Vec<(Arc<str>, u64, Event)>),
+    Syncing(VecDeque<(Arc<str>, u64, Event)>),
     /// Not followed (no local subscribers): the ring may be stale.
     Idle,
 }
@@ -124,12 +124,7 @@ impl State {
         } else {
             return Fed::Gap(event);
         }
-        let id = Position {
-            epoch: epoch.to_string(),
-            offset,
-        }
-        .to_id();
-        match event.with_id_if_missing(id) {
+        match event.with_id_if_missing(id_of(epoch, offset)) {
             Ok(event) => self.push(event, Instant::now()),
             // Cannot happen: the epoch was checked, the offset is digits.
             Err(_) => return Fed::Held,
@@ -299,9 +294,9 @@ impl Shared {
                 // Bounded: past a history's worth, the oldest held events are left to the sync,
                 // which reads them from the broker's history.
                 if held.len() > self.core.config.history {
-                    held.remove(0);
+                    held.pop_front();
                 }
-                held.push((epoch, offset, event));
+                held.push_back((epoch, offset, event));
                 return false;
             }
             Phase::Live => state.feed(&self.core, &epoch, offset, event),
@@ -316,7 +311,7 @@ impl Shared {
             Fed::Held => false,
             Fed::Gap(event) => {
                 tracing::debug!(topic = %self.name, offset, "hub saw a gap; asking its broker to sync");
-                state.phase = Phase::Syncing(vec![(epoch, offset, event)]);
+                state.phase = Phase::Syncing(VecDeque::from([(epoch, offset, event)]));
                 true
             }
         }
@@ -378,7 +373,7 @@ impl Shared {
     pub(super) fn feed_disconnected(&self) {
         let mut state = lock(&self.state);
         if !matches!(state.phase, Phase::Idle) {
-            state.phase = Phase::Syncing(Vec::new());
+            state.phase = Phase::Syncing(VecDeque::new());
         }
     }
 }
@@ -493,11 +488,7 @@ impl Topic {
         let mut state = lock(&self.shared.state);
         let seq = state.next_seq;
         let event = if event.id().is_none() && event.is_dispatchable() {
-            let mut id = String::with_capacity(core.run.len() + 21);
-            id.push_str(&core.run);
-            id.push('-');
-            id.push_str(&seq.to_string());
-            event.with_id_if_missing(id)?
+            event.with_id_if_missing(id_of(&core.run, seq))?
         } else {
             event
         };
@@ -558,7 +549,7 @@ impl Topic {
             let key = state.waiters.insert(None);
             if state.waiters.len() == 1 {
                 if let Some(broker) = &core.config.broker {
-                    state.phase = Phase::Syncing(Vec::new());
+                    state.phase = Phase::Syncing(VecDeque::new());
                     broker.follow(self.name());
                 }
             }
