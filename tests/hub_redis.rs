@@ -646,3 +646,39 @@ async fn an_idle_topic_expires_and_its_next_event_starts_a_new_epoch() {
     let mut resumed = b.topic("t").subscribe(Some(&id(&first)));
     assert_eq!(take(&mut resumed, 1).await[0].event, HISTORY_LOST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_trimmed_by_count_and_by_age() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let xlen = |key: &'static str| {
+        let server = &server;
+        async move {
+            let len: i64 = redis::cmd("XLEN")
+                .arg(key)
+                .query_async(&mut server.admin().await)
+                .await
+                .unwrap();
+            len
+        }
+    };
+    // By count: `MAXLEN ~ 10` keeps 10 and at most one block of Redis's (100 entries) more.
+    let (a, _) = node_with(&server, Hub::builder().history(10));
+    for i in 0..300 {
+        publish(&a, "count", &i.to_string()).await;
+    }
+    let kept = xlen("tower-sse:s:count").await;
+    assert!((10..=110).contains(&kept), "{kept}");
+    // By age: once the first 150 events are older than the age, the next publish drops their
+    // first full block.
+    let (b, _) = node_with(&server, Hub::builder().history_age(Duration::from_secs(1)));
+    for i in 0..150 {
+        publish(&b, "age", &i.to_string()).await;
+    }
+    assert_eq!(xlen("tower-sse:s:age").await, 150);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    publish(&b, "age", "new").await;
+    let kept = xlen("tower-sse:s:age").await;
+    assert!(kept <= 51, "{kept}");
+}

@@ -17,7 +17,9 @@
 //! - **Publish** runs one Lua script, so it is atomic: it numbers the event (`HINCRBY` on the
 //!   topic's hash, which also holds the topic's epoch), appends it to the topic's Redis Stream
 //!   (`XADD` trimmed to [`history`](super::HubBuilder::history) with `MAXLEN ~`, and by
-//!   [`history_age`](super::HubBuilder::history_age) with `MINID`, measured by Redis's clock),
+//!   [`history_age`](super::HubBuilder::history_age) with `MINID ~`, measured by Redis's clock;
+//!   `~` lets Redis trim whole blocks of entries, so the stream may hold somewhat more, while a
+//!   hub still reads back at most `history` events),
 //!   refreshes both keys' time to live, and `PUBLISH`es it to the topic's channel. It returns the
 //!   event's id, `<epoch>-<offset>`: a valid SSE id, strictly increasing per topic.
 //! - **Epoch**: a random tag stored with the topic, made by the first publish after the topic's
