@@ -682,3 +682,32 @@ async fn the_stream_is_trimmed_by_count_and_by_age() {
     let kept = xlen("tower-sse:s:age").await;
     assert!(kept <= 51, "{kept}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_with_another_prefix_share_nothing() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let with_prefix = |prefix: &str| {
+        Hub::builder()
+            .broker(RedisBroker::new(server.client()).prefix(prefix))
+            .build()
+    };
+    let (app_a, app_a_too, app_b) = (with_prefix("a"), with_prefix("a"), with_prefix("b"));
+    let mut same_app = live(&app_a_too, &app_a, "t").await;
+    let mut other_app = live(&app_b, &app_b, "t").await;
+    publish(&app_a, "t", "for a").await;
+    publish(&app_b, "t", "for b").await;
+    assert_eq!(data(&take(&mut same_app, 1).await), ["for a"]);
+    assert_eq!(data(&take(&mut other_app, 1).await), ["for b"]);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut server.admin().await)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("a:") || k.starts_with("b:")),
+        "{keys:?}"
+    );
+}
