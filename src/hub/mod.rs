@@ -83,21 +83,28 @@
 //! ```
 
 pub mod broker;
+mod cursor;
+mod feed;
+mod id;
+mod merge;
+mod publish;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+mod ring;
 mod subscription;
 mod topic;
 
 use crate::sync::lock;
 
-pub use broker::{Broker, Publish, PublishError};
+pub use broker::Broker;
+pub use cursor::LagPolicy;
+pub use publish::{Publish, PublishError};
 pub use subscription::Subscription;
 pub use topic::Topic;
 
 use crate::Event;
 use std::{
-    collections::HashMap,
     fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -112,30 +119,6 @@ pub const EVICTED: &str = "evicted";
 pub const MISSED: &str = "missed";
 /// Name of the event sent when a `Last-Event-ID` cannot be resumed from the history.
 pub const HISTORY_LOST: &str = "history-lost";
-
-/// What happens to a subscriber that falls further behind than [`HubBuilder::max_lag`] allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LagPolicy {
-    /// End the subscriber's stream with a final [`EVICTED`] event carrying this `retry` hint. The
-    /// client reconnects with its `Last-Event-ID` and replays what it missed, if the history still
-    /// holds it (or is told [`HISTORY_LOST`] if not).
-    Evict {
-        /// The reconnection delay sent to the client.
-        retry: Duration,
-    },
-    /// Jump to the newest event: a [`MISSED`] event whose data is `{"missed":N}` (the events
-    /// jumped over), then the newest event, then live events.
-    Skip,
-}
-
-impl Default for LagPolicy {
-    fn default() -> Self {
-        LagPolicy::Evict {
-            retry: Duration::from_secs(2),
-        }
-    }
-}
 
 /// A snapshot of a hub's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -197,8 +180,10 @@ impl Core {
 #[derive(Clone)]
 pub struct Hub {
     core: Arc<Core>,
-    topics: Arc<Mutex<HashMap<Arc<str>, Arc<topic::Shared>>>>,
+    topics: Arc<topic::Topics>,
     closed: Arc<Mutex<Option<Option<Event>>>>,
+    /// The broker's way in, kept alive by the hub (the broker holds it weakly).
+    side: Arc<Mutex<Option<Arc<dyn broker::Hubward>>>>,
 }
 
 impl fmt::Debug for Hub {
@@ -431,34 +416,25 @@ impl HubBuilder {
         let hub = Hub {
             core: Arc::new(Core {
                 config: self,
-                run: random_tag(8).into(),
+                run: id::random_tag(8).into(),
                 counters: Counters::default(),
             }),
             topics: Arc::default(),
             closed: Arc::default(),
+            side: Arc::default(),
         };
         if let Some(broker) = broker {
-            broker.attach(broker::Feed {
+            let side: Arc<dyn broker::Hubward> = Arc::new(feed::HubSide {
                 core: Arc::downgrade(&hub.core),
                 topics: Arc::downgrade(&hub.topics),
             });
+            broker.attach(broker::Feed {
+                hub: Arc::downgrade(&side),
+            });
+            *lock(&hub.side) = Some(side);
         }
         hub
     }
-}
-
-/// A random tag of `hex_digits` (at most 16) hexadecimal digits, different per call and per
-/// process: a hub's run, a broker's epoch. Ids carrying another tag are recognised as unknown.
-fn random_tag(hex_digits: usize) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    let hex = format!("{:016x}", hasher.finish());
-    hex[16 - hex_digits.min(16)..].to_owned()
 }
 
 /// Builds one of the hub's own control events. Their fields are fixed and valid.

@@ -1,7 +1,8 @@
 //! A subscriber's stream: a cursor into its topic's ring.
 
-use super::topic::{history_lost, Phase, Topic};
-use super::{control_event, Core, LagPolicy, EVICTED, MISSED};
+use super::cursor::{Cursor, LagPolicy, Step};
+use super::topic::{history_lost, State, Topic};
+use super::{control_event, Core, EVICTED, MISSED};
 use crate::sync::lock;
 use crate::{Event, LastEventId};
 use futures_core::Stream;
@@ -11,6 +12,7 @@ use std::{
     sync::atomic::Ordering,
     task::{Context, Poll},
 };
+use tokio::time::Instant;
 
 /// One subscriber of a [`Topic`]: a `Stream` of its events, ready to wrap in an
 /// [`SseBody`](crate::SseBody).
@@ -42,16 +44,8 @@ pub struct Subscription {
     topic: Topic,
     /// The waiter slot, once joined (on the first poll).
     key: Option<usize>,
-    cursor: u64,
-    /// Sequence number of the first event published after the subscription began: events
-    /// before it are replay, which does not count as lag.
-    joined: u64,
+    cursor: Cursor,
     control: Option<Event>,
-    /// The ring generation `cursor` belongs to.
-    generation: u64,
-    /// Where to start, until the topic is live (a broker's topic, synced after the first poll):
-    /// the `Last-Event-ID`, how many recent events, and the topic's syncs so far.
-    pending: Option<(Option<LastEventId>, usize, u64)>,
     /// Events handed out and not yet added to the hub's `delivered` counter.
     unflushed: u64,
     left: bool,
@@ -67,38 +61,48 @@ impl fmt::Debug for Subscription {
     }
 }
 
-impl Subscription {
-    pub(super) fn new(
-        topic: Topic,
-        cursor: u64,
-        joined: u64,
-        generation: u64,
-        control: Option<Event>,
+impl Topic {
+    /// Subscribes to live events; with a `Last-Event-ID`, first replays the events after it.
+    ///
+    /// If the history cannot resume from that id (it is too old, from another server run, or
+    /// unknown), the subscription starts with a [`HISTORY_LOST`](super::HISTORY_LOST) event,
+    /// then goes live.
+    ///
+    /// The position in the history is fixed now, so nothing published from here on is missed;
+    /// the subscriber joins the topic (it is counted, and the `on_join` hook runs) when the
+    /// stream is first polled, that is when its response starts streaming.
+    ///
+    /// With a [broker](super::broker), a topic this process does not follow yet is read from the
+    /// broker first, and an id this process has not received yet (another process is ahead of
+    /// it) is looked up in a fresh read: the subscriber resumes right after it either way.
+    pub fn subscribe(&self, last_event_id: Option<&LastEventId>) -> Subscription {
+        self.subscribe_with_recent(last_event_id, 0)
+    }
+
+    /// Like [`subscribe`](Topic::subscribe), but a subscriber without a `Last-Event-ID` first
+    /// receives up to `recent` of the newest events from the history (a chat room's last
+    /// messages, a dashboard's last values).
+    pub fn subscribe_with_recent(
+        &self,
+        last_event_id: Option<&LastEventId>,
+        recent: usize,
     ) -> Subscription {
+        let (cursor, lost) = {
+            let mut state = lock(&self.shared.state);
+            Cursor::new(&mut state.merge, last_event_id, recent, Instant::now())
+        };
         Subscription {
-            topic,
+            topic: self.clone(),
             key: None,
             cursor,
-            joined,
-            control,
-            generation,
-            pending: None,
+            control: lost.then(history_lost),
             unflushed: 0,
             left: false,
         }
     }
+}
 
-    pub(super) fn pending(
-        topic: Topic,
-        last_event_id: Option<LastEventId>,
-        recent: usize,
-        syncs: u64,
-    ) -> Subscription {
-        let mut subscription = Subscription::new(topic, 0, 0, 0, None);
-        subscription.pending = Some((last_event_id, recent, syncs));
-        subscription
-    }
-
+impl Subscription {
     /// The topic this subscription reads.
     pub fn topic(&self) -> &Topic {
         &self.topic
@@ -144,18 +148,8 @@ impl Subscription {
             return;
         };
         self.flush_delivered();
+        let count = self.topic.leave(key);
         let shared = &self.topic.shared;
-        let count = {
-            let mut state = lock(&shared.state);
-            state.waiters.try_remove(key);
-            if state.waiters.is_empty() {
-                if let Some(broker) = &shared.core.config.broker {
-                    state.phase = Phase::Idle;
-                    broker.unfollow(self.topic.name());
-                }
-            }
-            state.waiters.len()
-        };
         shared
             .core
             .counters
@@ -163,6 +157,60 @@ impl Subscription {
             .fetch_sub(1, Ordering::Relaxed);
         Core::run_hook(&shared.core.config.on_leave, &self.topic, count);
         self.topic.hub.remove_if_unused(shared);
+    }
+
+    /// Leaves this task's waker in the subscriber's slot.
+    fn wait(&self, state: &mut State, cx: &Context<'_>) {
+        if let Some(slot) = self.key.and_then(|key| state.waiters.get_mut(key)) {
+            match slot {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => *slot = Some(cx.waker().clone()),
+            }
+        }
+    }
+
+    /// The cursor's next step, taken under the topic's lock (waiting leaves the waker).
+    fn step(&mut self, cx: &Context<'_>) -> Step {
+        let shared = self.topic.shared.clone();
+        let mut state = lock(&shared.state);
+        let closed = state.closed.is_some();
+        let state = &mut *state;
+        let step = self
+            .cursor
+            .next(&mut state.merge, &shared.lag, closed, Instant::now());
+        if let Step::Wait | Step::AskSync = step {
+            self.wait(state, cx);
+        }
+        step
+    }
+
+    /// Turns a lag step into its control event, counted and logged.
+    fn lag_event(&mut self, step: &Step) -> Option<Event> {
+        let core = &*self.topic.shared.core;
+        match (step, self.topic.shared.lag.policy) {
+            (&Step::Evicted { behind }, LagPolicy::Evict { retry }) => {
+                core.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    topic = self.topic.name(),
+                    behind,
+                    "hub subscriber evicted for falling behind"
+                );
+                self.leave();
+                let data = format!(r#"{{"behind":{behind}}}"#);
+                Some(control_event(EVICTED, &data, Some(retry)))
+            }
+            (&Step::Missed { missed }, _) => {
+                core.counters.skipped.fetch_add(missed, Ordering::Relaxed);
+                tracing::debug!(
+                    topic = self.topic.name(),
+                    missed,
+                    "hub subscriber skipped events"
+                );
+                let data = format!(r#"{{"missed":{missed}}}"#);
+                Some(control_event(MISSED, &data, None))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -178,110 +226,33 @@ impl Stream for Subscription {
         if this.left {
             return Poll::Ready(None);
         }
-        let core = &*this.topic.shared.core;
-        let mut state = lock(&this.topic.shared.state);
-
-        if let Some((_, _, made_after)) = this.pending {
-            if state.syncs <= made_after && state.closed.is_none() {
-                // Waits for the broker's next sync, which wakes every waiter of the topic.
-                this.wait(&mut state, cx);
-                return Poll::Pending;
+        match this.step(cx) {
+            Step::Event(event) => {
+                this.unflushed += 1;
+                Poll::Ready(Some(event))
             }
-            if let Some((last_event_id, recent, syncs)) = this.pending.take() {
-                let (cursor, joined, lost) =
-                    state.start(core, last_event_id.as_ref(), recent, Some(syncs));
-                this.cursor = cursor;
-                this.joined = joined;
-                this.generation = state.generation;
-                if lost {
-                    drop(state);
-                    this.topic.count_history_lost();
-                    return Poll::Ready(Some(history_lost()));
-                }
+            Step::HistoryLost => {
+                this.topic.count_history_lost();
+                Poll::Ready(Some(history_lost()))
             }
-        }
-
-        if this.generation != state.generation {
-            // The ring started over past a gap the broker's history could not fill.
-            this.generation = state.generation;
-            this.cursor = state.first_seq;
-            this.joined = state.next_seq;
-            drop(state);
-            this.topic.count_history_lost();
-            return Poll::Ready(Some(history_lost()));
-        }
-
-        let lag_from = this.cursor.max(this.joined);
-        // Only the newest event left to read is never lag, whatever its size: it is where a
-        // skipping subscriber lands.
-        let lagging = this.cursor < state.first_seq
-            || state.next_seq - lag_from > core.config.max_lag_events
-            || (state.next_seq - lag_from > 1
-                && state.bytes_from(lag_from) > core.config.max_lag_bytes);
-        if lagging {
-            let behind = state.next_seq - this.cursor;
-            match core.config.policy {
-                LagPolicy::Evict { retry } => {
-                    drop(state);
-                    core.counters.evicted.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        topic = this.topic.name(),
-                        behind,
-                        "hub subscriber evicted for falling behind"
-                    );
-                    this.leave();
-                    let data = format!(r#"{{"behind":{behind}}}"#);
-                    return Poll::Ready(Some(control_event(EVICTED, &data, Some(retry))));
-                }
-                LagPolicy::Skip => {
-                    // Land on the newest event, which is delivered next; only the events
-                    // before it are missed.
-                    let newest = state.next_seq.saturating_sub(1).max(state.first_seq);
-                    let missed = newest - this.cursor;
-                    this.cursor = newest;
-                    drop(state);
-                    core.counters.skipped.fetch_add(missed, Ordering::Relaxed);
-                    tracing::debug!(
-                        topic = this.topic.name(),
-                        missed,
-                        "hub subscriber skipped events"
-                    );
-                    let data = format!(r#"{{"missed":{missed}}}"#);
-                    return Poll::Ready(Some(control_event(MISSED, &data, None)));
-                }
+            step @ (Step::Evicted { .. } | Step::Missed { .. }) => {
+                Poll::Ready(this.lag_event(&step))
             }
-        }
-
-        if this.cursor < state.next_seq {
-            let event = state.ring[(this.cursor - state.first_seq) as usize]
-                .event
-                .clone();
-            this.cursor += 1;
-            this.unflushed += 1;
-            return Poll::Ready(Some(event));
-        }
-
-        if let Some(final_event) = &state.closed {
-            let final_event = final_event.clone();
-            drop(state);
-            this.leave();
-            return Poll::Ready(final_event);
-        }
-
-        this.wait(&mut state, cx);
-        drop(state);
-        this.flush_delivered();
-        Poll::Pending
-    }
-}
-
-impl Subscription {
-    /// Leaves this task's waker in the subscriber's slot.
-    fn wait(&self, state: &mut super::topic::State, cx: &Context<'_>) {
-        if let Some(slot) = self.key.and_then(|key| state.waiters.get_mut(key)) {
-            match slot {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => *slot = Some(cx.waker().clone()),
+            Step::AskSync => {
+                if let Some(broker) = &this.topic.shared.core.config.broker {
+                    broker.follow(this.topic.name());
+                }
+                this.flush_delivered();
+                Poll::Pending
+            }
+            Step::Wait => {
+                this.flush_delivered();
+                Poll::Pending
+            }
+            Step::End => {
+                let final_event = lock(&this.topic.shared.state).closed.clone().flatten();
+                this.leave();
+                Poll::Ready(final_event)
             }
         }
     }

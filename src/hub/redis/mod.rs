@@ -57,72 +57,32 @@
 //! Whatever arrives that is not an event this crate encoded is dropped and counted
 //! ([`HubStats::rejected`](super::HubStats::rejected)).
 
-use super::broker::{Broker, BrokerFuture, Feed, Position, PublishError, Snapshot};
-use super::random_tag;
-use crate::delay::jittered;
+mod session;
+mod wire;
+
+use super::broker::{Broker, BrokerFuture, Feed, Position};
+use super::id::random_tag;
+use super::publish::PublishError;
 use crate::Event;
-use bytes::Bytes;
-use futures_core::Stream;
-use redis::{aio::ConnectionManager, Script, Value};
+use redis::{aio::ConnectionManager, Script};
 use std::{
-    collections::HashSet,
     fmt,
-    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, OnceLock,
     },
     time::Duration,
 };
-use tokio::{
-    sync::{mpsc, Semaphore},
-    task::JoinSet,
-};
+use tokio::sync::{mpsc, Semaphore};
 
-/// Numbers, stores and publishes one event. KEYS: hash, stream. ARGV: epoch if new, payload,
-/// max length, time to live (s), channel, max age (ms, 0 for none).
-const PUBLISH: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'e', epoch)
-end
-local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'o', offset, 'd', ARGV[2])
-if ARGV[6] ~= '0' then
-  local now = redis.call('TIME')
-  local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[6])
-  if oldest > 0 then
-    redis.call('XTRIM', KEYS[2], 'MINID', '~', oldest)
-  end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[5], epoch .. ' ' .. offset .. ' ' .. ARGV[2])
-return {epoch, offset}
-";
+/// Numbers, stores and publishes one event (see the script for its keys and arguments).
+const PUBLISH: &str = include_str!("publish.lua");
 
-/// Reads a topic's epoch, head and newest events at once. KEYS: hash, stream. ARGV: how many
-/// events at most, the epoch the reader holds, the newest offset it holds.
-const READ: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  return {}
-end
-local head = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
-local count = tonumber(ARGV[1])
-if ARGV[2] == epoch and head - tonumber(ARGV[3]) < count then
-  count = head - tonumber(ARGV[3])
-end
-local events = {}
-if count > 0 then
-  events = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count)
-end
-return {epoch, tostring(head), events}
-";
+/// Reads a topic's epoch, head and newest events at once.
+const READ: &str = include_str!("read.lua");
 
 #[derive(Debug, Clone)]
-struct Config {
+pub(super) struct Config {
     prefix: String,
     publish_timeout: Duration,
     connect_timeout: Duration,
@@ -142,7 +102,7 @@ pub struct RedisBroker {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     client: redis::Client,
     publish: Script,
     read: Script,
@@ -152,7 +112,7 @@ struct Inner {
 }
 
 /// What exists once the broker is attached to a hub inside a runtime.
-struct Started {
+pub(super) struct Started {
     config: Config,
     conn: ConnectionManager,
     commands: mpsc::UnboundedSender<Command>,
@@ -161,7 +121,7 @@ struct Started {
     history_age: Option<Duration>,
 }
 
-enum Command {
+pub(super) enum Command {
     Follow(String),
     Unfollow(String),
 }
@@ -292,7 +252,7 @@ impl Broker for RedisBroker {
             tracing::error!("a RedisBroker serves one hub; build another broker for another hub");
             return;
         }
-        runtime.spawn(run(self.inner.clone(), feed, receiver));
+        runtime.spawn(session::run(self.inner.clone(), feed, receiver));
     }
 
     fn publish(&self, topic: &str, event: Event) -> BrokerFuture {
@@ -344,266 +304,4 @@ impl Broker for RedisBroker {
             let _ = started.commands.send(Command::Unfollow(topic.to_owned()));
         }
     }
-}
-
-/// Why a session on the pub/sub connection ended.
-enum End {
-    HubGone,
-    Lost(String),
-}
-
-/// The connection task: connect, serve, and reconnect with back-off until the hub is gone.
-async fn run(inner: Arc<Inner>, feed: Feed, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let Some(started) = inner.started.get() else {
-        return;
-    };
-    let config = &started.config;
-    let mut followed: HashSet<String> = HashSet::new();
-    let mut delay = config.backoff.0;
-    let mut sessions = 0u64;
-    loop {
-        if feed.is_closed() {
-            return;
-        }
-        let why =
-            match tokio::time::timeout(config.connect_timeout, inner.client.get_async_pubsub())
-                .await
-            {
-                Ok(Ok(pubsub)) => {
-                    if sessions > 0 {
-                        inner.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!("hub broker reconnected to Redis");
-                    }
-                    sessions += 1;
-                    delay = config.backoff.0;
-                    inner.connected.store(true, Ordering::Relaxed);
-                    let end =
-                        session(started, &inner, &feed, &mut commands, &mut followed, pubsub).await;
-                    inner.connected.store(false, Ordering::Relaxed);
-                    match end {
-                        End::HubGone => return,
-                        End::Lost(why) => {
-                            feed.disconnected();
-                            why
-                        }
-                    }
-                }
-                Ok(Err(err)) => err.to_string(),
-                Err(_) => format!("no connection within {:?}", config.connect_timeout),
-            };
-        tracing::warn!(error = %why, retry_in = ?delay, "hub broker lost Redis");
-        // Wait, still keeping track of what to follow.
-        let sleep = tokio::time::sleep(jittered(delay));
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => break,
-                command = commands.recv() => match command {
-                    None => return,
-                    Some(Command::Follow(topic)) => { followed.insert(topic); }
-                    Some(Command::Unfollow(topic)) => { followed.remove(&topic); }
-                },
-            }
-        }
-        delay = (delay * 2).min(config.backoff.1);
-    }
-}
-
-/// Serves one pub/sub connection: subscribes, reads history, delivers, pings.
-async fn session(
-    started: &Started,
-    inner: &Arc<Inner>,
-    feed: &Feed,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-    followed: &mut HashSet<String>,
-    pubsub: redis::aio::PubSub,
-) -> End {
-    let config = &started.config;
-    let limit = config.connect_timeout;
-    let (mut sink, mut stream) = pubsub.split();
-    let channel_prefix = format!("{}:c:", config.prefix);
-    let mut reads = JoinSet::new();
-    for topic in followed.iter() {
-        let channel = format!("{channel_prefix}{topic}");
-        if let Err(why) = answered(limit, "subscribe", sink.subscribe(&channel)).await {
-            return End::Lost(why);
-        }
-        reads.spawn(read(
-            inner.clone(),
-            feed.clone(),
-            topic.clone(),
-            Duration::ZERO,
-        ));
-    }
-    let mut ping = tokio::time::interval(config.ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    loop {
-        tokio::select! {
-            message = next(&mut stream) => {
-                let Some(message) = message else {
-                    return End::Lost("connection closed".into());
-                };
-                let Some(topic) = message.get_channel_name().strip_prefix(&channel_prefix) else {
-                    continue;
-                };
-                deliver(feed, topic, message.get_payload_bytes());
-            }
-            command = commands.recv() => match command {
-                None => return End::HubGone,
-                Some(Command::Follow(topic)) => {
-                    // Followed from now on: if subscribing fails, the next session subscribes.
-                    if followed.insert(topic.clone()) {
-                        let channel = format!("{channel_prefix}{topic}");
-                        if let Err(why) = answered(limit, "subscribe", sink.subscribe(&channel)).await {
-                            return End::Lost(why);
-                        }
-                    }
-                    reads.spawn(read(inner.clone(), feed.clone(), topic, Duration::ZERO));
-                }
-                Some(Command::Unfollow(topic)) => {
-                    if followed.remove(&topic) {
-                        let channel = format!("{channel_prefix}{topic}");
-                        if let Err(why) = answered(limit, "unsubscribe", sink.unsubscribe(&channel)).await {
-                            return End::Lost(why);
-                        }
-                    }
-                }
-            },
-            Some(done) = reads.join_next() => {
-                let Ok((topic, result)) = done else { continue };
-                match result {
-                    Ok(snapshot) => {
-                        if followed.contains(&topic) {
-                            feed.sync(&topic, snapshot);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(topic = %topic, error = %err, "hub broker could not read history; trying again");
-                        if followed.contains(&topic) {
-                            let wait = jittered(config.backoff.0 * 4);
-                            reads.spawn(read(inner.clone(), feed.clone(), topic, wait));
-                        }
-                    }
-                }
-            }
-            _ = ping.tick() => {
-                // The task ends within a ping period of the hub's end.
-                if feed.is_closed() {
-                    return End::HubGone;
-                }
-                if let Err(why) = answered(limit, "ping", sink.ping::<Value>()).await {
-                    return End::Lost(why);
-                }
-            }
-        }
-    }
-}
-
-/// The answer to a Redis call within `limit`, or why there was none.
-async fn answered<T>(
-    limit: Duration,
-    what: &str,
-    call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!("{what} unanswered")),
-    }
-}
-
-async fn next(stream: &mut redis::aio::PubSubStream) -> Option<redis::Msg> {
-    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
-}
-
-/// Hands a channel message `<epoch> <offset> <event>` to the hub.
-fn deliver(feed: &Feed, topic: &str, message: &[u8]) {
-    let mut parts = message.splitn(3, |b| *b == b' ');
-    let (Some(epoch), Some(offset), Some(payload)) = (parts.next(), parts.next(), parts.next())
-    else {
-        feed.event(topic, "", 0, Bytes::new());
-        return;
-    };
-    let epoch = std::str::from_utf8(epoch).unwrap_or("");
-    let offset = std::str::from_utf8(offset)
-        .ok()
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    feed.event(topic, epoch, offset, Bytes::copy_from_slice(payload));
-}
-
-/// Reads a topic's newest history, after `wait`.
-async fn read(
-    inner: Arc<Inner>,
-    feed: Feed,
-    topic: String,
-    wait: Duration,
-) -> (String, Result<Snapshot, String>) {
-    tokio::time::sleep(wait).await;
-    let Some(started) = inner.started.get() else {
-        return (topic, Err("not started".into()));
-    };
-    let (hash, stream, _) = RedisBroker::keys(&started.config.prefix, &topic);
-    let known = feed.last_position(&topic);
-    let mut invocation = inner.read.key(hash);
-    invocation
-        .key(stream)
-        .arg(started.history)
-        .arg(known.as_ref().map_or("", |p| p.epoch.as_str()))
-        .arg(known.as_ref().map_or(0, |p| p.offset));
-    let mut conn = started.conn.clone();
-    let call = invocation.invoke_async::<Value>(&mut conn);
-    let result = answered(started.config.publish_timeout, "history read", call)
-        .await
-        .and_then(|value| snapshot(&value).ok_or_else(|| "unexpected answer".to_owned()));
-    (topic, result)
-}
-
-fn bytes(value: &Value) -> Option<&[u8]> {
-    match value {
-        Value::BulkString(bytes) => Some(bytes),
-        Value::SimpleString(text) => Some(text.as_bytes()),
-        _ => None,
-    }
-}
-
-fn number(value: &Value) -> Option<u64> {
-    match value {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        other => std::str::from_utf8(bytes(other)?).ok()?.parse().ok(),
-    }
-}
-
-/// The READ script's answer as a snapshot.
-fn snapshot(value: &Value) -> Option<Snapshot> {
-    let Value::Array(parts) = value else {
-        return None;
-    };
-    let [epoch, head, events] = parts.as_slice() else {
-        return parts.is_empty().then(Snapshot::empty);
-    };
-    let epoch = std::str::from_utf8(bytes(epoch)?).ok()?;
-    let mut snapshot = Snapshot::new(epoch, number(head)?);
-    let Value::Array(events) = events else {
-        return Some(snapshot);
-    };
-    for entry in events {
-        let Value::Array(entry) = entry else { continue };
-        let Some(Value::Array(fields)) = entry.get(1) else {
-            continue;
-        };
-        let (mut offset, mut payload) = (None, None);
-        for pair in fields.chunks(2) {
-            match (pair.first().and_then(bytes), pair.get(1)) {
-                (Some(b"o"), Some(value)) => offset = number(value),
-                (Some(b"d"), Some(value)) => payload = bytes(value),
-                _ => {}
-            }
-        }
-        if let (Some(offset), Some(payload)) = (offset, payload) {
-            snapshot.push(offset, Bytes::copy_from_slice(payload));
-        }
-    }
-    Some(snapshot)
 }
