@@ -18,7 +18,9 @@
 //! PORT=3001 cargo run --example chat --features axum,redis -- --redis redis://127.0.0.1:6379
 //! ```
 //!
-//! The online count in join and leave notices is the server's own.
+//! The online count in join and leave notices is the server's own, and the page says so ("online
+//! on this server"): a count across servers would cost a heartbeat write per server per room on
+//! Redis and stay stale for a period after a server dies (see `tower_sse::hub::redis`).
 //!
 //! - `GET /` — the page
 //! - `GET /rooms/{room}/events?user=NAME` — the room's event stream
@@ -274,11 +276,11 @@ source.addEventListener("message", (e) => {
 });
 source.addEventListener("join", (e) => {
   const m = JSON.parse(e.data);
-  add(`${m.user} joined (${m.online} online)`, true);
+  add(`${m.user} joined (${m.online} online on this server)`, true);
 });
 source.addEventListener("leave", (e) => {
   const m = JSON.parse(e.data);
-  add(`${m.user} left (${m.online} online)`, true);
+  add(`${m.user} left (${m.online} online on this server)`, true);
 });
 source.addEventListener("history-lost", () => add("(some earlier messages could not be replayed)", true));
 source.addEventListener("evicted", () => add("(connection too slow, reconnecting)", true));

@@ -57,8 +57,9 @@ use std::{error::Error as StdError, fmt, time::Duration};
 #[derive(Clone, PartialEq, Eq)]
 pub struct Event {
     bytes: Bytes,
-    /// Where the `id` value sits in `bytes`; `id_len == 0 && id_start == 0` means no id. An id can
-    /// never start at offset 0 because `id: ` precedes it.
+    /// Where the `id` value sits in `bytes`; `id_start == 0` means no id (an empty id has a
+    /// non-zero start and `id_len == 0`). An id can never start at offset 0 because `id: `
+    /// precedes it.
     id_start: u32,
     id_len: u32,
 }

@@ -105,7 +105,7 @@ impl Default for SseLayer {
 
 impl SseLayer {
     /// A layer with the default settings: keep-alive every 15 s, no retry hint, 16 KiB
-    /// coalescing, errors closing the stream with an `error` event, an open frame.
+    /// coalescing, errors closing the stream with a `stream-error` event, an open frame.
     pub fn new() -> Self {
         Self::default()
     }

@@ -711,3 +711,194 @@ async fn hubs_with_another_prefix_share_nothing() {
         "{keys:?}"
     );
 }
+
+/// A node whose every Redis reply arrives `delay` late: it lags behind the others.
+async fn lagging_node(
+    server: &RedisServer,
+    delay: Duration,
+    builder: tower_sse::hub::HubBuilder,
+) -> (Hub, common::redis::LaggingProxy) {
+    let proxy = common::redis::LaggingProxy::start(server.port(), delay).await;
+    let broker = RedisBroker::new(proxy.client())
+        .publish_timeout(Duration::from_secs(5))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    (builder.broker(broker).build(), proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resuming_on_a_node_behind_redis_continues_right_after_its_id() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let (a, _) = node(&server);
+    let (b, _proxy) = lagging_node(&server, Duration::from_millis(300), Hub::builder()).await;
+    // B follows the topic (it has a subscriber), 300 ms behind Redis.
+    let _watcher = live(&b, &a, "t").await;
+    let mut ids = Vec::new();
+    for i in 1..=60 {
+        ids.push(publish(&a, "t", &i.to_string()).await);
+    }
+    // The client read up to 55 on A and moves to B at once: B has not received 55 yet.
+    let mut moved = b.topic("t").subscribe(Some(&id(&ids[54])));
+    assert_eq!(data(&take(&mut moved, 5).await), numbers(56..=60));
+    publish(&a, "t", "61").await;
+    assert_eq!(data(&take(&mut moved, 1).await), ["61"]);
+    assert_eq!(b.stats().history_lost, 0);
+
+    // An id of the current epoch beyond what Redis holds is not waited for: it is lost.
+    let epoch = ids[0].rsplit_once('-').unwrap().0;
+    let mut forged = b.topic("t").subscribe(Some(&id(&format!("{epoch}-9999"))));
+    let first = tokio::time::timeout(PATIENCE, forged.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(std::str::from_utf8(first.as_bytes())
+        .unwrap()
+        .contains(HISTORY_LOST));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_read_made_for_an_earlier_follow_is_never_applied_to_a_later_one() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let (a, _) = node(&server);
+    let (b, _proxy) = lagging_node(&server, Duration::from_millis(50), Hub::builder()).await;
+    let topic = b.topic("t");
+    for cycle in 0..40 {
+        publish(&a, "t", &format!("churn {cycle}")).await;
+        let mut sub = topic.subscribe(None);
+        sub.join(); // B follows, and starts a read that is still on its way when it unfollows
+        tokio::time::sleep(Duration::from_millis(cycle % 7)).await;
+        drop(sub);
+    }
+    let before = publish(&a, "t", "just before").await;
+    let mut sub = topic.subscribe(Some(&id(&before)));
+    sub.join();
+    publish(&a, "t", "next").await;
+    assert_eq!(data(&take(&mut sub, 1).await), ["next"]);
+    publish(&a, "t", "after").await;
+    assert_eq!(data(&take(&mut sub, 1).await), ["after"]);
+    assert_eq!(b.stats().history_lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_age_gives_one_answer_on_every_node() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let aged = || Hub::builder().history_age(Duration::from_secs(1));
+    let (a, _) = node_with(&server, aged());
+    let (b, _) = node_with(&server, aged());
+    // A follows the topic and gets the events live; B reads them from Redis later.
+    let _watcher = live(&a, &a, "t").await;
+    let first = publish(&a, "t", "one").await;
+    publish(&a, "t", "two").await;
+    publish(&a, "t", "three").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut on_a = a.topic("t").subscribe(Some(&id(&first)));
+    let mut on_b = b.topic("t").subscribe(Some(&id(&first)));
+    for (node, sub) in [("A", &mut on_a), ("B", &mut on_b)] {
+        let got = take(sub, 1).await;
+        assert_eq!(
+            got[0].event, HISTORY_LOST,
+            "on {node}: two and three are older than 1 s"
+        );
+    }
+    let now = publish(&a, "t", "now").await;
+    for sub in [&mut on_a, &mut on_b] {
+        let got = take(sub, 1).await;
+        assert_eq!(
+            (got[0].data.as_str(), got[0].last_event_id.as_str()),
+            ("now", now.as_str())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_the_builder_makes_crosses_redis_and_costs_nothing_after_it() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let (a, _) = node(&server);
+    let (b, _) = node(&server);
+    let mut on_a = live(&a, &a, "t").await;
+    let mut on_b = live(&b, &a, "t").await;
+    let odd = [
+        Event::builder()
+            .event("")
+            .data("empty name")
+            .build()
+            .unwrap(),
+        Event::builder().event(" spaced ").data("").build().unwrap(),
+        Event::builder()
+            .comment("")
+            .data(" lead\r\ntrail ")
+            .build()
+            .unwrap(),
+        Event::builder().data("after").build().unwrap(),
+    ];
+    for event in odd.iter().cloned() {
+        tokio::time::timeout(PATIENCE, a.topic("t").publish(event))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    for sub in [&mut on_a, &mut on_b] {
+        let got = take(sub, 4).await;
+        let seen: Vec<(&str, &str)> = got
+            .iter()
+            .map(|m| (m.event.as_str(), m.data.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("message", "empty name"),
+                (" spaced ", ""),
+                ("message", " lead\ntrail "),
+                ("message", "after")
+            ]
+        );
+    }
+    assert_eq!((a.stats().rejected, b.stats().history_lost), (0, 0));
+
+    // One junk entry in the stream costs nothing after it, live or read back.
+    let mut admin = server.admin().await;
+    let (epoch, head) = {
+        let last = publish(&a, "t", "last good").await;
+        let (epoch, head) = last.rsplit_once('-').unwrap();
+        (epoch.to_owned(), head.parse::<u64>().unwrap())
+    };
+    take(&mut on_a, 1).await;
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg("tower-sse:m:t")
+        .arg("s")
+        .arg(1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("tower-sse:s:t")
+        .arg("*")
+        .arg("o")
+        .arg(head + 1)
+        .arg("d")
+        .arg("id: forged\ndata: x\n\n")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("tower-sse:c:t")
+        .arg(format!("{epoch} {} 1 id: forged\ndata: x\n\n", head + 1))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    publish(&a, "t", "still here").await;
+    assert_eq!(data(&take(&mut on_a, 1).await), ["still here"]);
+    let (c, _) = node(&server);
+    let mut resumed = c
+        .topic("t")
+        .subscribe(Some(&id(&format!("{epoch}-{head}"))));
+    assert_eq!(data(&take(&mut resumed, 1).await), ["still here"]);
+    assert_eq!(c.stats().history_lost, 0);
+}

@@ -49,7 +49,15 @@
 //!
 //! A subscription on a topic that has no other subscriber in this process starts once the hub
 //! follows the topic and has read its newest history from the broker (a round trip): without a
-//! `Last-Event-ID`, events published in that moment count as before it.
+//! `Last-Event-ID`, events published in that moment count as before it. A `Last-Event-ID` that
+//! this process has not received yet (the client read it from a process ahead of this one) is
+//! looked up in a fresh read, and the subscription continues right after it; only an id that
+//! the broker's history does not hold either is answered with [`HISTORY_LOST`].
+//!
+//! What the builder accepts crosses the broker unchanged (an empty event name included); a
+//! message from the broker that is not an event this crate encoded is dropped and counted
+//! ([`HubStats::rejected`]), and its position is passed over, so it costs none of the events
+//! after it.
 //!
 //! # What "bounded" means
 //!
@@ -349,6 +357,10 @@ impl HubBuilder {
     }
 
     /// Drops events older than this from the history. Default: no age limit.
+    ///
+    /// The age counts from when the event was published; with a [`broker`](HubBuilder::broker),
+    /// by the broker's clock (Redis's, for the Redis engine), so every hub on it gives the same
+    /// answer for the same topic, whether it received the event live or read it back later.
     pub fn history_age(mut self, age: Duration) -> Self {
         self.history_age = Some(age);
         self
