@@ -1,8 +1,10 @@
 //! In a real browser: headless Chromium (Debian's package) driven by `playwright-core`
 //! (tests/browser/run.mjs) checks what its own `EventSource` makes of our streams.
 //!
-//! Needs `/usr/bin/chromium`, `node`, and `npm ci --prefix tests/browser`; `.ci/run` installs them.
-//! Without them the test is skipped with a loud message, except under `CI=true`, where it fails.
+//! Needs `/usr/bin/chromium`, `node`, `npm ci --prefix tests/browser` and (with feature `redis`)
+//! `redis-server`; `.ci/run` installs them. The test is `#[ignore]`d, so a plain `cargo test`
+//! lists it as ignored; `cargo test --all-features -- --ignored` runs it, and fails it when a
+//! tool is missing, naming the line that installs it.
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/chat.rs"]
@@ -231,7 +233,7 @@ struct Cluster {
 #[cfg(feature = "redis")]
 async fn start_cluster() -> Option<Cluster> {
     use std::sync::Mutex;
-    let redis = common::redis::RedisServer::start().await?;
+    let redis = common::redis::RedisServer::start().await;
     let first = serve(chat::app(chat::redis_hub(&redis.url()).unwrap())).await;
     let second = serve(chat::app(chat::redis_hub(&redis.url()).unwrap())).await;
 
@@ -275,13 +277,10 @@ async fn serve(app: Router) -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node and `npm ci --prefix tests/browser`"]
 async fn eventsource_in_chromium() {
     if let Some(missing) = missing_tools() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("browser test cannot run under CI: {missing}");
-        }
-        eprintln!("\n!!!!!!!! SKIPPING the browser test: {missing} !!!!!!!!\n");
-        return;
+        panic!("the browser test cannot run: {missing}");
     }
     let base = start_test_server().await;
     let chat = serve(chat::app(chat::hub())).await;
