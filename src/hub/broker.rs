@@ -54,7 +54,7 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Publishes `event` (which has no `id`; the position becomes its id) to `topic`.
     ///
     /// The hub runs the returned future on a task of its own, so it runs to the end even when
-    /// nobody awaits the [`Publish`]. It must finish in bounded time, with an error when the
+    /// nobody awaits the [`Publish`](super::Publish). It must finish in bounded time, with an error when the
     /// engine cannot be reached.
     fn publish(&self, topic: &str, event: Event) -> BrokerFuture;
 

@@ -14,7 +14,7 @@ use std::{
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PublishError {
-    /// The event cannot take the hub's id (see [`Event::with_id_if_missing`]); the history is
+    /// The event cannot take the hub's id (see [`Event::with_id_if_missing`](crate::Event::with_id_if_missing)); the history is
     /// unchanged.
     Event(EventError),
     /// The event has an `id` of its own, and this hub shares its topics through a broker, which

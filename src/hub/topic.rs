@@ -215,7 +215,7 @@ impl Topic {
     }
 
     /// How many subscribers the topic has now: subscriptions whose stream has started (a
-    /// [`Subscription`] joins when it is first polled, so a response that is refused before it
+    /// [`Subscription`](super::Subscription) joins when it is first polled, so a response that is refused before it
     /// streams never counts, and fires no hook).
     pub fn subscribers(&self) -> usize {
         lock(&self.shared.state).waiters.len()

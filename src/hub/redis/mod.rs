@@ -31,7 +31,14 @@
 //!   reading history. Events reach local subscribers through the hub's ring, as in one process.
 //! - **Resume anywhere**: when a hub starts following a topic it subscribes first, then reads the
 //!   stream's newest events (one script: epoch, head and events together), and merges the two by
-//!   offset, so a client resuming on any hub gets every event after its id, once.
+//!   offset, so a client resuming on any hub gets every event after its id, once. A hub that
+//!   lags behind Redis (its pub/sub deliveries are late) and is asked to resume from an id it has
+//!   not received yet reads the stream again for it, and continues right after that id.
+//! - **Age**: every entry is stamped by Redis's clock (its stream id); publishes carry the stamp
+//!   and reads are measured against Redis's `TIME`, so
+//!   [`history_age`](super::HubBuilder::history_age) gives one answer on every hub, for events
+//!   received live and read back alike (a hub whose own clock runs ahead of Redis's by `d` drops
+//!   live events `d` early).
 //! - **Faults**: when the connection drops (or a ping goes unanswered), subscribers keep their
 //!   streams (keep-alives flow); the broker reconnects with jittered exponential back-off,
 //!   subscribes again and reads from each topic's stream what its subscribers missed. If the
@@ -53,9 +60,10 @@
 //!
 //! For a topic `T` and the default prefix `tower-sse`: the hash `tower-sse:m:T` (epoch and last
 //! offset), the stream `tower-sse:s:T` (fields `o`, the offset, and `d`, the encoded event
-//! without its id) and the channel `tower-sse:c:T` (messages `<epoch> <offset> <event>`).
-//! Whatever arrives that is not an event this crate encoded is dropped and counted
-//! ([`HubStats::rejected`](super::HubStats::rejected)).
+//! without its id) and the channel `tower-sse:c:T` (messages `<epoch> <offset> <ms> <event>`,
+//! `ms` being the entry's time by Redis's clock). Whatever arrives that is not an event this
+//! crate encoded is dropped and counted ([`HubStats::rejected`](super::HubStats::rejected)); its
+//! offset is passed over, so it costs none of the events after it.
 
 mod session;
 mod wire;
