@@ -1,6 +1,9 @@
 //! The crate's module graph flows one way: no module depends, directly or through others, on a
 //! module that depends on it. Read from the sources: every `crate::` path outside comments and
 //! unit tests is an edge, with names re-exported at the crate root traced to their module.
+//! Inside `src/hub/` the files must flow one way too (`super::` paths read the same way); a
+//! folder's root (`mod.rs`, the hub's handles and builder) may use its files and be used by
+//! them, as the crate root is.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -208,4 +211,103 @@ fn the_reader_finds_real_edges_and_cycles() {
     let mut acyclic = known.clone();
     acyclic.get_mut("c").unwrap().clear();
     assert!(find_cycle(&acyclic, "d", &mut Vec::new(), &mut BTreeSet::new()).is_none());
+}
+
+/// Every identifier in the paths that follow `prefix` (`super::`, `crate::hub::`).
+fn paths_after(code: &str, prefix: &str) -> Vec<String> {
+    crate_paths(&code.replace(prefix, "crate::"))
+}
+
+/// The files of a folder of `src/` (its root `mod.rs` left out) and the edges between them:
+/// `super::x` and `crate::<folder>::x` paths, and names the folder's root re-exports traced to
+/// the file that defines them. Edges to the folder's root are not edges between its files.
+fn folder_graph(folder: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(folder);
+    let root = std::fs::read_to_string(dir.join("mod.rs")).unwrap();
+    let exports = root_exports(&code(&root));
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    // A file's name within the folder: `topic`, `redis/session` (`redis` for `redis/mod.rs`).
+    let name = |path: &Path| {
+        let rel = path.strip_prefix(&dir).unwrap().with_extension("");
+        let rel = rel.to_string_lossy().into_owned();
+        rel.strip_suffix("/mod").unwrap_or(&rel).to_owned()
+    };
+    let names: BTreeSet<String> = files.iter().map(|f| name(f)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files.iter().filter(|f| {
+        let n = name(f);
+        n != "mod" && !n.ends_with("tests")
+    }) {
+        let from = name(file);
+        let text = code(&std::fs::read_to_string(file).unwrap());
+        // `super::` of a file in a subfolder is that subfolder's root.
+        let parent = from.rsplit_once('/').map(|(p, _)| format!("{p}/"));
+        let mut targets = Vec::new();
+        for ident in paths_after(&text, "super::") {
+            targets.push(match &parent {
+                Some(p) if !from.ends_with('/') && names.contains(&format!("{p}{ident}")) => {
+                    format!("{p}{ident}")
+                }
+                Some(p) => p.trim_end_matches('/').to_owned(),
+                None => ident,
+            });
+        }
+        targets.extend(paths_after(&text, &format!("crate::{folder}::")));
+        let edges = graph.entry(from.clone()).or_default();
+        for ident in targets {
+            let to = if names.contains(&ident) {
+                Some(ident)
+            } else {
+                exports.get(&ident).cloned()
+            };
+            // A subfolder's root is not one of its own files either.
+            let own_root = parent.as_deref().map(|p| p.trim_end_matches('/'));
+            if let Some(to) = to.filter(|to| *to != from && to != "mod" && Some(&**to) != own_root)
+            {
+                edges.insert(to);
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn the_files_inside_the_hub_depend_on_each_other_one_way() {
+    let graph = folder_graph("hub");
+    for (from, to) in &graph {
+        println!(
+            "hub/{from} -> {}",
+            to.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    // The reader sees the edges it must.
+    assert!(graph["topic"].contains("merge"), "{:?}", graph["topic"]);
+    assert!(graph["feed"].contains("topic"), "{:?}", graph["feed"]);
+    assert!(
+        graph["redis/session"].contains("redis/wire"),
+        "{:?}",
+        graph["redis/session"]
+    );
+    assert!(
+        graph["redis/session"].contains("broker"),
+        "{:?}",
+        graph["redis/session"]
+    );
+    assert!(
+        graph["subscription"].contains("cursor"),
+        "re-exports traced: {:?}",
+        graph["subscription"]
+    );
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        let cycle = find_cycle(&graph, node, &mut Vec::new(), &mut done);
+        assert!(
+            cycle.is_none(),
+            "hub files in a cycle: {}",
+            cycle.unwrap().join(" -> ")
+        );
+    }
 }
