@@ -865,3 +865,29 @@ async fn a_reader_that_stops_is_cut_within_the_send_timeout() {
     eprintln!("a stalled reader was cut after {:?}", since.elapsed());
     drop(tcp);
 }
+
+#[tokio::test]
+async fn an_http1_connection_waits_one_header_read_timeout_for_its_next_request() {
+    const T: Duration = Duration::from_secs(1);
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .header_read_timeout(T)
+            .serve(plain_app()),
+    );
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"plain") {
+        let mut buf = [0u8; 256];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the response ended");
+        response.extend_from_slice(&buf[..n]);
+    }
+    let since = Instant::now();
+    let closed = closed_within(&mut tcp, since, T + Duration::from_secs(2)).await;
+    eprintln!("a keep-alive connection with no next request closed after {closed:?}");
+    assert!(closed.is_some(), "closed within T + 2 s of the response");
+}
