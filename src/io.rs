@@ -7,6 +7,14 @@
 //! has made no progress for the given time; the server then closes the connection and drops the
 //! body (and with it the subscription).
 //!
+//! A write makes progress when the kernel takes bytes, which is not the same as the peer
+//! taking them: Linux reports a TCP socket writable only once about a third of its send buffer
+//! has drained, and autotunes that buffer up to `net.ipv4.tcp_wmem` (4 MiB by default), so a
+//! client reading steadily can leave a write pending for as long as it takes to drain over a
+//! megabyte. [`tcp_notsent_lowat`] bounds the unsent part of the queue: then a write waits only
+//! while the peer's TCP window is shut, and the timer measures the peer's progress.
+//! `serve::Server` sets it on every connection (Linux).
+//!
 //! A peer that vanished without closing while the stream is idle is a different case: the
 //! keep-alive writes are accepted by the kernel and never block, so no write ever stalls. The
 //! kernel's `TCP_USER_TIMEOUT` closes such a connection once sent data stays unacknowledged for
@@ -44,7 +52,16 @@ pin_project! {
     /// [module docs](self).
     ///
     /// The timer is armed when a write (or flush) first returns `Pending`, and disarmed by any
-    /// write that makes progress, so a slow but live client is never cut off by it.
+    /// write that makes progress: the connection is cut only when the wrapped IO took no byte
+    /// for the whole timeout. Reads pass through untimed.
+    ///
+    /// What that says about the peer depends on the IO. On a Linux TCP socket with a small
+    /// unsent queue ([`tcp_notsent_lowat`], as `serve::Server` sets it), a write waits only
+    /// while the peer's window is shut, so a client that empties its receive buffer within
+    /// every timeout is never cut, however slowly it reads. On a socket left to the kernel's
+    /// defaults (and on other systems) a write also waits for the kernel's send buffer to
+    /// drain by about a third, so a client that reads less than that within the timeout can
+    /// be cut while alive.
     pub struct SendTimeout<T> {
         #[pin]
         inner: T,
@@ -173,10 +190,39 @@ pub fn tcp_user_timeout(stream: &tokio::net::TcpStream, timeout: Duration) -> io
     socket2::SockRef::from(stream).set_tcp_user_timeout(Some(crate::delay::saturate(timeout)))
 }
 
+/// Bounds the unsent bytes a TCP connection's kernel queue may hold (`TCP_NOTSENT_LOWAT`;
+/// feature `tcp`, Linux and Android): a write takes bytes only while fewer than `bytes` are
+/// waiting to be sent, and the socket turns writable again when fewer than half are. Bytes
+/// leave that queue only as the peer's TCP window opens, so a [`SendTimeout`] around the
+/// connection then times the peer rather than the kernel's buffer, and a slow client's
+/// backlog stays in the application (where a stream can coalesce or drop it) instead of in
+/// megabytes of kernel memory. Sent bytes not yet acknowledged are not counted.
+///
+/// # Errors
+///
+/// The error of the `setsockopt` call.
+#[cfg(all(feature = "tcp", any(target_os = "linux", target_os = "android")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
+pub fn tcp_notsent_lowat(stream: &tokio::net::TcpStream, bytes: u32) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_tcp_notsent_lowat(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    #[cfg(all(feature = "tcp", any(target_os = "linux", target_os = "android")))]
+    #[tokio::test]
+    async fn tcp_notsent_lowat_is_set_on_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        tcp_notsent_lowat(&client, 16 * 1024).unwrap();
+        let set = socket2::SockRef::from(&client).tcp_notsent_lowat().unwrap();
+        assert_eq!(set, 16 * 1024);
+    }
 
     #[cfg(all(feature = "tcp", any(target_os = "linux", target_os = "android")))]
     #[tokio::test]

@@ -9,7 +9,12 @@ use futures_util::{stream, StreamExt};
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -395,4 +400,494 @@ async fn https_serves_axum_and_warp_apps_over_http2() {
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         assert_eq!(first_event(response.into_body()).await, name);
     }
+}
+
+// ---- Timeouts: one budget from accept, the shutdown deadline, HTTP/2, the send timeout ----
+
+/// The 24-byte HTTP/2 preface and an empty SETTINGS frame: all an HTTP/2 client sends before
+/// its first request (33 bytes).
+const PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// A HEADERS frame on stream 1 (END_STREAM | END_HEADERS): `GET /` with `:authority: x`,
+/// HPACK-encoded from the static table.
+const GET_ON_STREAM_1: &[u8] = b"\x00\x00\x06\x01\x05\x00\x00\x00\x01\x82\x86\x84\x41\x01x";
+
+/// Reads and drops whatever `io` receives until the peer closes it (end of stream or an
+/// error); the time that took since `since`, or `None` if it is still open after `limit`.
+async fn closed_within<I>(io: &mut I, since: Instant, limit: Duration) -> Option<Duration>
+where
+    I: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = vec![0u8; 64 * 1024];
+    let read_all = async {
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            let _ = n;
+        }
+    };
+    tokio::time::timeout(limit.saturating_sub(since.elapsed()), read_all)
+        .await
+        .ok()
+        .map(|()| since.elapsed())
+}
+
+/// Connects, sends `sent`, and says how long after connecting the server closed the
+/// connection (`None`: still open after `limit`).
+async fn plain_client_closed_after(
+    addr: SocketAddr,
+    sent: &[u8],
+    limit: Duration,
+) -> Option<Duration> {
+    let since = Instant::now();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(sent).await.unwrap();
+    closed_within(&mut tcp, since, limit).await
+}
+
+#[tokio::test]
+async fn a_silent_or_partial_client_is_closed_one_header_read_timeout_after_accept() {
+    // The budget runs from accept whatever the first bytes turn out to be: the peek for the
+    // HTTP/2 preface draws on it, and hyper's HTTP/1.1 timer must not start a second one.
+    const T: Duration = Duration::from_secs(3);
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .header_read_timeout(T)
+            .serve(live_app(SseLayer::new())),
+    );
+    let sent: [&[u8]; 3] = [b"", b"PRI * HT", b"GET /events HTTP/1.1\r\nhost:"];
+    let closed = futures_util::future::join_all(
+        sent.map(|sent| plain_client_closed_after(addr, sent, T + Duration::from_secs(2))),
+    )
+    .await;
+    for (sent, closed) in sent.iter().zip(closed) {
+        eprintln!(
+            "sent {:?}: closed after {closed:?}",
+            String::from_utf8_lossy(sent)
+        );
+        let closed = closed.unwrap_or_else(|| panic!("open after T + 2 s, having sent {sent:?}"));
+        assert!(
+            closed >= T / 2,
+            "closed early ({closed:?}) having sent {sent:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_http2_client_that_sends_no_request_is_closed_after_the_header_read_timeout() {
+    // h2c and h2 over TLS, after the preface alone or with its SETTINGS; a TLS client that
+    // never starts its handshake; an HTTP/1.1-over-TLS client silent after the handshake.
+    // The TLS handshake draws on the same budget.
+    const T: Duration = Duration::from_secs(3);
+    let limit = T + Duration::from_secs(2);
+    let tls = Arc::new(SelfSigned::new());
+    let (listener, h2c) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .header_read_timeout(T)
+            .serve(live_app(SseLayer::new())),
+    );
+    let (listener, https) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .rustls(tls.server.clone())
+            .header_read_timeout(T)
+            .serve(live_app(SseLayer::new())),
+    );
+    let over_tls = |alpn: &'static [u8], sent: &'static [u8]| {
+        let tls = tls.clone();
+        async move {
+            let since = Instant::now();
+            let mut stream = tls.connect(https, alpn).await;
+            stream.write_all(sent).await.unwrap();
+            stream.flush().await.unwrap();
+            closed_within(&mut stream, since, limit).await
+        }
+    };
+    let (preface, preface_and_settings, silent_tls, h2_tls, h1_tls) = tokio::join!(
+        plain_client_closed_after(h2c, &PREFACE_AND_SETTINGS[..24], limit),
+        plain_client_closed_after(h2c, PREFACE_AND_SETTINGS, limit),
+        plain_client_closed_after(https, b"", limit),
+        over_tls(b"h2", PREFACE_AND_SETTINGS),
+        over_tls(b"http/1.1", b""),
+    );
+    for (what, closed) in [
+        ("h2c preface", preface),
+        ("h2c preface + SETTINGS", preface_and_settings),
+        ("TLS, no handshake", silent_tls),
+        ("h2 over TLS, preface + SETTINGS", h2_tls),
+        ("HTTP/1.1 over TLS, silent", h1_tls),
+    ] {
+        eprintln!("{what}: closed after {closed:?}");
+        let closed = closed.unwrap_or_else(|| panic!("{what}: open after T + 2 s"));
+        assert!(closed >= T / 2, "{what}: closed early ({closed:?})");
+    }
+}
+
+#[tokio::test]
+async fn clients_that_send_only_the_http2_preface_hold_their_slots_only_until_the_header_read_timeout(
+) {
+    const T: Duration = Duration::from_secs(2);
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .max_connections(2)
+            .header_read_timeout(T)
+            .serve(live_app(SseLayer::new())),
+    );
+    let mut squatters = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(PREFACE_AND_SETTINGS).await.unwrap();
+        squatters.push(tcp);
+    }
+    let since = Instant::now();
+    let served = tokio::time::timeout(
+        T + Duration::from_secs(3),
+        RawClient::get(addr, "/events", &[]),
+    )
+    .await;
+    eprintln!("a third client was served after {:?}", since.elapsed());
+    let mut client = served.expect("a slot frees up within T + 3 s");
+    assert_eq!(client.events(1).await[0].data, "live");
+}
+
+/// An app that answers every request with a short body.
+fn plain_app() -> impl tower::Service<
+    Request<Incoming>,
+    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(|_: Request<Incoming>| async {
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"plain"));
+        Ok::<_, Infallible>(http::Response::new(body))
+    })
+}
+
+/// An HTTP/2 (h2c) client and a handle that finishes when its connection closes.
+async fn h2_connection(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    (
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_no_open_stream_is_closed_after_the_idle_timeout() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let (listener, plain) = bind().await;
+    tokio::spawn(Server::new(listener).idle_timeout(IDLE).serve(plain_app()));
+    let (listener, live) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .idle_timeout(IDLE)
+            .serve(live_app(SseLayer::new())),
+    );
+
+    // One request, answered and done: then no stream is open.
+    let (mut idle, idle_conn) = h2_connection(plain).await;
+    let response = idle.send_request(h2_get(plain, "/plain")).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"plain");
+    let since = Instant::now();
+    // An SSE stream that stays open on another connection.
+    let (mut busy, busy_conn) = h2_connection(live).await;
+    let response = busy.send_request(h2_get(live, "/events")).await.unwrap();
+    let stream = response.into_body();
+
+    tokio::time::timeout(IDLE + Duration::from_secs(3), idle_conn)
+        .await
+        .expect("the idle connection is closed within the idle timeout + 3 s")
+        .unwrap();
+    eprintln!("idle HTTP/2 connection closed after {:?}", since.elapsed());
+    tokio::time::sleep((IDLE * 3).saturating_sub(since.elapsed())).await;
+    assert!(
+        !busy_conn.is_finished(),
+        "a connection with an open stream is not idle"
+    );
+    assert_eq!(first_event(stream).await, "live");
+}
+
+#[tokio::test]
+async fn an_http2_peer_that_stops_answering_pings_is_closed() {
+    const INTERVAL: Duration = Duration::from_secs(1);
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .http2_keep_alive(Some(INTERVAL), TIMEOUT)
+            .serve(live_app(SseLayer::new())),
+    );
+    // A raw client: it opens an SSE stream, then reads what comes and never writes again, so
+    // the server's PINGs go unanswered.
+    let mut mute = TcpStream::connect(addr).await.unwrap();
+    mute.write_all(&[PREFACE_AND_SETTINGS, GET_ON_STREAM_1].concat())
+        .await
+        .unwrap();
+    let since = Instant::now();
+    // A real client answers them, and its stream stays open.
+    let (mut live, live_conn) = h2_connection(addr).await;
+    let stream = live
+        .send_request(h2_get(addr, "/events"))
+        .await
+        .unwrap()
+        .into_body();
+
+    let closed = closed_within(
+        &mut mute,
+        since,
+        INTERVAL + TIMEOUT + Duration::from_secs(3),
+    )
+    .await;
+    eprintln!("a peer silent to PINGs was closed after {closed:?}");
+    assert!(closed.is_some(), "closed within interval + timeout + 3 s");
+    assert!(
+        !live_conn.is_finished(),
+        "a peer that answers stays connected"
+    );
+    assert_eq!(first_event(stream).await, "live");
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_closes_connections_that_brought_no_request_at_once() {
+    // With a header-read timeout far beyond the deadline, only the shutdown can close them;
+    // none has brought a request, so none has anything to finish.
+    const GRACE: Duration = Duration::from_secs(3);
+    let tls = SelfSigned::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for tls in [None, Some(tls.server.clone())] {
+        let (listener, addr) = bind().await;
+        let mut server = Server::new(listener)
+            .header_read_timeout(Duration::from_secs(60))
+            .graceful_timeout(GRACE);
+        if let Some(tls) = tls {
+            server = server.rustls(tls);
+        }
+        let mut stopped = stopped.clone();
+        servers.push(tokio::spawn(server.serve_with_graceful_shutdown(
+            live_app(SseLayer::new()),
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        )));
+        addrs.push(addr);
+    }
+    let (plain, https) = (addrs[0], addrs[1]);
+    let mut clients = Vec::new();
+    for (addr, sent) in [
+        (plain, &b""[..]),
+        (plain, b"PRI * HT"),
+        (plain, PREFACE_AND_SETTINGS),
+        (plain, b"GET /events HTTP/1.1\r\nhost:"),
+        (https, b""),
+        (https, &[0x16, 0x03, 0x01, 0x02, 0x00]),
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(sent).await.unwrap();
+        clients.push(tcp);
+    }
+    let mut h2_tls = tls.connect(https, b"h2").await;
+    h2_tls.write_all(PREFACE_AND_SETTINGS).await.unwrap();
+    // Let the server take every connection in before it stops.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let since = Instant::now();
+    stop.send(true).unwrap();
+    for server in servers {
+        tokio::time::timeout(
+            (GRACE + Duration::from_secs(2)).saturating_sub(since.elapsed()),
+            server,
+        )
+        .await
+        .expect("the server returns within the graceful timeout + 2 s")
+        .unwrap();
+    }
+    eprintln!(
+        "both servers returned {:?} after the signal",
+        since.elapsed()
+    );
+    assert!(
+        since.elapsed() < GRACE,
+        "closed as the shutdown starts, not at its deadline"
+    );
+    let limit = since.elapsed() + Duration::from_secs(1);
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert!(
+            closed_within(client, since, limit).await.is_some(),
+            "client {i} is closed"
+        );
+    }
+    assert!(
+        closed_within(&mut h2_tls, since, limit).await.is_some(),
+        "h2 over TLS is closed"
+    );
+}
+
+/// Endless 16 KiB events, produced as fast as the connection takes them; `dropped` fires when
+/// the server drops the stream.
+fn firehose(
+    dropped: oneshot::Sender<()>,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = http::Response<SseBody<impl futures_core::Stream<Item = Event> + Send + 'static>>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    struct OnDrop(Option<oneshot::Sender<()>>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    let dropped = Arc::new(std::sync::Mutex::new(Some(dropped)));
+    ServiceBuilder::new()
+        .layer(SseLayer::new())
+        .service_fn(move |req: Request<Incoming>| {
+            let guard = OnDrop(dropped.lock().unwrap().take());
+            async move {
+                let data = "x".repeat(16 * 1024);
+                let events = stream::repeat_with(move || {
+                    let _ = &guard;
+                    Event::message(data.clone())
+                });
+                Ok::<_, Infallible>(SseBody::from_request(&req, events).into_http_response())
+            }
+        })
+}
+
+/// A client whose kernel receive buffer is `SO_RCVBUF` = 64 KiB (the kernel doubles it), so
+/// the pace of its reads, not the kernel's autotuning, decides when its window opens.
+async fn small_window_client(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    tcp.write_all(b"GET /events HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    tcp
+}
+
+#[tokio::test]
+async fn a_slow_but_live_reader_is_never_cut_by_the_send_timeout() {
+    // The server's unsent queue is held small, so its writes wait only while this client's
+    // window is shut; the client empties its 128 KiB receive buffer every ~0.7 s, three
+    // times the slowest pace the send timeout allows (128 KiB per 2 s).
+    const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+    const RATE: f64 = 192.0 * 1024.0;
+    let (dropped, mut stream_dropped) = oneshot::channel();
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .send_timeout(SEND_TIMEOUT)
+            .serve(firehose(dropped)),
+    );
+    let mut tcp = small_window_client(addr).await;
+    let kernel_buffer = socket2::SockRef::from(&tcp).recv_buffer_size().unwrap();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let (mut total, mut longest_gap, mut last) = (0usize, Duration::ZERO, Instant::now());
+    while start.elapsed() < SEND_TIMEOUT * 3 {
+        // Read no faster than RATE on average.
+        if (total as f64) > RATE * start.elapsed().as_secs_f64() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("data keeps coming")
+            .unwrap_or(0);
+        // A closed socket still delivers what its kernel had queued: the server's side tells
+        // when it was cut.
+        assert!(
+            stream_dropped.try_recv().is_err(),
+            "cut after {:?} having read {total} bytes",
+            start.elapsed()
+        );
+        assert!(
+            n > 0,
+            "ended after {:?} having read {total} bytes",
+            start.elapsed()
+        );
+        total += n;
+        longest_gap = longest_gap.max(last.elapsed());
+        last = Instant::now();
+    }
+    eprintln!(
+        "read {total} bytes in {:?} ({:.0} B/s) through a {kernel_buffer}-byte receive buffer; longest wait for data {longest_gap:?}",
+        start.elapsed(),
+        total as f64 / start.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_is_cut_within_the_send_timeout() {
+    const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+    let (dropped, stream_dropped) = oneshot::channel();
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .send_timeout(SEND_TIMEOUT)
+            .serve(firehose(dropped)),
+    );
+    let mut tcp = small_window_client(addr).await;
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // It reads nothing more: its buffers fill at once, then the server's writes stall.
+    let since = Instant::now();
+    tokio::time::timeout(SEND_TIMEOUT + Duration::from_secs(3), stream_dropped)
+        .await
+        .expect("the stalled connection is closed within the send timeout + 3 s")
+        .unwrap();
+    eprintln!("a stalled reader was cut after {:?}", since.elapsed());
+    drop(tcp);
+}
+
+#[tokio::test]
+async fn an_http1_connection_waits_one_header_read_timeout_for_its_next_request() {
+    const T: Duration = Duration::from_secs(1);
+    let (listener, addr) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .header_read_timeout(T)
+            .serve(plain_app()),
+    );
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    while !response.ends_with(b"plain") {
+        let mut buf = [0u8; 256];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the response ended");
+        response.extend_from_slice(&buf[..n]);
+    }
+    let since = Instant::now();
+    let closed = closed_within(&mut tcp, since, T + Duration::from_secs(2)).await;
+    eprintln!("a keep-alive connection with no next request closed after {closed:?}");
+    assert!(closed.is_some(), "closed within T + 2 s of the response");
 }

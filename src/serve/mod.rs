@@ -10,10 +10,15 @@
 //!   negotiate it (browsers), which lifts the six-connections-per-host limit browsers keep
 //!   for HTTP/1.1, so a seventh SSE tab still loads.
 //! - **Stalled and vanished peers**: every connection gets a send timeout
-//!   ([`io::SendTimeout`](crate::io::SendTimeout)), `TCP_USER_TIMEOUT` (Linux) and
-//!   `TCP_NODELAY`.
-//! - **Slowloris**: a request head must arrive within the header-read timeout.
-//! - **A connection cap**: beyond it, new connections wait in the listen queue.
+//!   ([`io::SendTimeout`](crate::io::SendTimeout)) that measures the peer's progress, with
+//!   `TCP_USER_TIMEOUT` and a small unsent queue (`TCP_NOTSENT_LOWAT`) on Linux, and
+//!   `TCP_NODELAY`; HTTP/2 connections get keep-alive PINGs.
+//! - **Slowloris**: the first request must arrive within one header-read timeout from accept,
+//!   whatever the protocol (the preface peek, the TLS handshake and the request head or the
+//!   first HTTP/2 request all draw on it); a connection with no request in flight is closed
+//!   after the idle timeout.
+//! - **A connection cap**: beyond it, new connections wait in the listen queue; the timeouts
+//!   above bound how long a client that sends nothing useful holds a slot.
 //! - **Accept errors** (out of descriptors, say) back off instead of spinning, and are logged.
 //! - **Graceful shutdown** from a signal future: stop accepting, end the SSE streams (the
 //!   [`Shutdown`] given to [`Server::shutdown`], with its final event), let connections finish
@@ -36,32 +41,25 @@
 //! # Ok(()) }
 //! ```
 
-use crate::{io::SendTimeout, BoxError, Event, Shutdown};
+mod activity;
+mod connection;
+mod deadline;
+
+use crate::{BoxError, Event, Shutdown};
 use http::{Request, Response};
-use hyper::{
-    body::Incoming,
-    server::conn::{http1, http2},
-};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::GracefulConnection,
-    service::TowerToHyperService,
-};
+use hyper::body::Incoming;
 use std::{
     fmt,
     future::{pending, Future},
     net::SocketAddr,
-    pin::{pin, Pin},
+    pin::pin,
     sync::Arc,
     time::Duration,
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{watch, Semaphore},
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
 };
-
-/// What a client sends first on an HTTP/2 connection with prior knowledge (h2c).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves a tower service on a TCP listener; see the [module docs](self).
 #[must_use = "a server does nothing until `serve` is awaited"]
@@ -83,9 +81,12 @@ type Tls = std::convert::Infallible;
 struct Config {
     send_timeout: Duration,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
     max_connections: usize,
     graceful_timeout: Duration,
     http2: bool,
+    http2_keep_alive_interval: Option<Duration>,
+    http2_keep_alive_timeout: Duration,
 }
 
 impl Default for Config {
@@ -93,9 +94,12 @@ impl Default for Config {
         Config {
             send_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections: Semaphore::MAX_PERMITS,
             graceful_timeout: Duration::from_secs(10),
             http2: true,
+            http2_keep_alive_interval: Some(Duration::from_secs(20)),
+            http2_keep_alive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -127,8 +131,8 @@ impl Server {
     /// over HTTP/2 all streams share one connection and that limit is gone. When the
     /// configuration names no ALPN protocols, `h2` and `http/1.1` are offered.
     ///
-    /// The TLS handshake must finish within the
-    /// [`header_read_timeout`](Server::header_read_timeout).
+    /// The TLS handshake draws on the [`header_read_timeout`](Server::header_read_timeout)
+    /// from accept, like everything before the first request.
     #[cfg(feature = "rustls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub fn rustls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
@@ -143,23 +147,51 @@ impl Server {
         self
     }
 
-    /// How long a write may make no progress before the connection is closed (a client that
-    /// stopped reading, or vanished); also set as `TCP_USER_TIMEOUT` on Linux. Keep it above
-    /// the keep-alive interval. Saturates at 2³¹−1 ms. Default: 30 seconds.
+    /// How long the peer may take in no bytes while the server has some to send before the
+    /// connection is closed (a client that stopped reading, or vanished); also set as
+    /// `TCP_USER_TIMEOUT` on Linux. Keep it above the keep-alive interval. Saturates at
+    /// 2³¹−1 ms. Default: 30 seconds.
+    ///
+    /// On Linux each connection's unsent queue is held at 16 KiB (`TCP_NOTSENT_LOWAT`, see
+    /// [`io::tcp_notsent_lowat`](crate::io::tcp_notsent_lowat)), so a write waits only while
+    /// the peer's TCP window is shut, and the timeout runs only while the peer takes in
+    /// nothing: a client that empties its receive buffer within every timeout is never cut,
+    /// however slowly it reads (with the 30 s default and a 128 KiB buffer, 4.4 KB/s), and one
+    /// that stops reading is closed one timeout after its buffers fill. Elsewhere the timeout
+    /// measures the socket's writability, which also waits for the kernel's own send buffer
+    /// to drain (see [`SendTimeout`](crate::io::SendTimeout)).
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.config.send_timeout = crate::delay::saturate(timeout);
         self
     }
 
-    /// How long a client may take to send a request's head (HTTP/1.1), or to show it speaks
-    /// HTTP/2, before the connection is closed. Saturates at 2³¹−1 ms. Default: 10 seconds.
+    /// How long a client has from accept to its first request: for HTTP/1.1 until its request
+    /// head is read, for HTTP/2 until its first request's headers arrive. The peek for the
+    /// HTTP/2 preface and the TLS handshake draw on the same time; a client that sends nothing,
+    /// part of a head, the preface alone or the preface and its settings is closed once it
+    /// runs out. On HTTP/1.1 each later request head must also arrive within this time of the
+    /// previous response ending. Saturates at 2³¹−1 ms. Default: 10 seconds.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.config.header_read_timeout = crate::delay::saturate(timeout);
         self
     }
 
+    /// How long a connection may carry no request after its last response ended (for HTTP/2:
+    /// with no stream open) before it is closed; an HTTP/2 connection is first sent a GOAWAY
+    /// and dropped a second later if still open. A connection with a request in flight, such
+    /// as an SSE stream, is never idle. HTTP/1.1 connections also close when the next request
+    /// head is later than the [`header_read_timeout`](Server::header_read_timeout), so for
+    /// them the shorter of the two applies. Saturates at 2³¹−1 ms. Default: 60 seconds.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = crate::delay::saturate(timeout);
+        self
+    }
+
     /// The most connections served at once; further ones wait in the listen queue until one
-    /// closes. At least 1. Default: no limit (the process's file descriptors are one).
+    /// closes. A connection holds its slot until it closes: one that brings no request holds
+    /// it at most the [`header_read_timeout`](Server::header_read_timeout), one with no request
+    /// in flight at most the [`idle_timeout`](Server::idle_timeout). At least 1. Default: no
+    /// limit (the process's file descriptors are one).
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.config.max_connections = limit.clamp(1, Semaphore::MAX_PERMITS);
         self
@@ -172,6 +204,19 @@ impl Server {
         self
     }
 
+    /// HTTP/2 keep-alive: a PING after `interval` with no frame from the peer, and the
+    /// connection closed if the PING is not answered within `timeout`; so a peer that stops
+    /// answering is closed within `interval + timeout` of its last frame, even while its
+    /// streams have nothing to send. `None` sends no PINGs. Both saturate at 2³¹−1 ms.
+    /// Default: every 20 seconds, answered within 20 seconds: below the idle timeouts of
+    /// common NATs and load balancers, so the PINGs also keep them from dropping a quiet
+    /// connection, and far above any round trip.
+    pub fn http2_keep_alive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.config.http2_keep_alive_interval = interval.map(crate::delay::saturate);
+        self.config.http2_keep_alive_timeout = crate::delay::saturate(timeout);
+        self
+    }
+
     /// At a graceful shutdown, triggers `shutdown` with `final_event`: every SSE stream under
     /// the layers given this [`Shutdown`] sends what it has ready, then the final event, and
     /// ends. Without it, open streams hold the shutdown until the deadline.
@@ -181,7 +226,9 @@ impl Server {
     }
 
     /// How long a graceful shutdown waits for connections to finish before closing them.
-    /// Default: 10 seconds.
+    /// Connections that have not brought a request yet (silent, mid-preface, mid-handshake)
+    /// are closed as the shutdown starts; the others finish their responses and are closed
+    /// when this time is up. Saturates at 2³¹−1 ms. Default: 10 seconds.
     pub fn graceful_timeout(mut self, timeout: Duration) -> Self {
         self.config.graceful_timeout = crate::delay::saturate(timeout);
         self
@@ -236,56 +283,68 @@ impl Server {
             tls,
         } = self;
         let config = Arc::new(config);
-        let tls = tls.map(Arc::new);
         let (phase, watcher) = watch::channel(Phase::Serving);
-        let slots = Arc::new(Semaphore::new(config.max_connections));
-        let mut signal = pin!(signal);
-        let mut backoff = Duration::ZERO;
-        loop {
-            let accepted = tokio::select! {
-                () = &mut signal => break,
-                accepted = accept(&listener, &slots) => accepted,
-            };
-            let (tcp, permit) = match accepted {
-                Ok(accepted) => {
-                    backoff = Duration::ZERO;
-                    accepted
-                }
-                Err(err) => {
-                    // Out of descriptors and the like: wait for some to free up.
-                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-                    tracing::warn!(error = %err, ?backoff, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-            };
-            let service = service.clone();
-            let config = config.clone();
-            let watcher = watcher.clone();
+        let spawn = |tcp: TcpStream, permit: OwnedSemaphorePermit| {
+            let (service, config, watcher) = (service.clone(), config.clone(), watcher.clone());
             let tls = tls.clone();
             tokio::spawn(async move {
-                serve_connection(tcp, service, &config, tls.as_deref(), watcher).await;
+                connection::serve_connection(tcp, service, &config, tls.as_ref(), watcher).await;
                 drop(permit);
             });
-        }
-
+        };
+        accept_until(&listener, config.max_connections, signal, spawn).await;
         drop((listener, watcher));
         if let Some((shutdown, final_event)) = streams {
             shutdown.trigger(final_event);
         }
-        let _ = phase.send(Phase::Closing);
-        let all_closed = phase.closed();
-        if tokio::time::timeout(config.graceful_timeout, all_closed)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = phase.receiver_count(),
-                "graceful shutdown deadline passed; closing the connections left"
-            );
-            let _ = phase.send(Phase::Closed);
-            phase.closed().await;
+        close_all(phase, config.graceful_timeout).await;
+    }
+}
+
+/// Accepts connections and hands each to `spawn` with its slot, until `signal` completes.
+async fn accept_until(
+    listener: &TcpListener,
+    max_connections: usize,
+    signal: impl Future<Output = ()>,
+    mut spawn: impl FnMut(TcpStream, OwnedSemaphorePermit),
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut signal = pin!(signal);
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = tokio::select! {
+            () = &mut signal => return,
+            accepted = accept(listener, &slots) => accepted,
+        };
+        match accepted {
+            Ok((tcp, permit)) => {
+                backoff = Duration::ZERO;
+                spawn(tcp, permit);
+            }
+            Err(err) => {
+                // Out of descriptors and the like: wait for some to free up.
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                tracing::warn!(error = %err, ?backoff, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+            }
         }
+    }
+}
+
+/// Tells every connection to finish, waits up to `graceful_timeout` for them, then closes
+/// those left and waits for them to be gone.
+async fn close_all(phase: watch::Sender<Phase>, graceful_timeout: Duration) {
+    let _ = phase.send(Phase::Closing);
+    if tokio::time::timeout(graceful_timeout, phase.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = phase.receiver_count(),
+            "graceful shutdown deadline passed; closing the connections left"
+        );
+        let _ = phase.send(Phase::Closed);
+        phase.closed().await;
     }
 }
 
@@ -304,7 +363,7 @@ impl fmt::Debug for Server {
 async fn accept(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
-) -> std::io::Result<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+) -> std::io::Result<(TcpStream, OwnedSemaphorePermit)> {
     let permit = slots
         .clone()
         .acquire_owned()
@@ -312,150 +371,4 @@ async fn accept(
         .expect("the semaphore is never closed");
     let (tcp, _) = listener.accept().await?;
     Ok((tcp, permit))
-}
-
-async fn serve_connection<S, B>(
-    tcp: TcpStream,
-    service: S,
-    config: &Config,
-    tls: Option<&Tls>,
-    watcher: watch::Receiver<Phase>,
-) where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let _ = tcp.set_nodelay(true);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = crate::io::tcp_user_timeout(&tcp, config.send_timeout);
-    let io = SendTimeout::new(tcp, config.send_timeout);
-    if let Some(tls) = tls {
-        // Boxed, like HTTP/2 below: TLS state is large, and plain connections should not
-        // carry room for it.
-        return Box::pin(serve_tls(io, tls, service, config, watcher)).await;
-    }
-    let h2 = config.http2 && speaks_h2(io.get_ref(), config.header_read_timeout).await;
-    serve_http(io, h2, service, config, watcher).await;
-}
-
-/// The TLS handshake, then HTTP/2 or HTTP/1.1 as ALPN says.
-#[cfg(feature = "rustls")]
-async fn serve_tls<S, B>(
-    io: SendTimeout<TcpStream>,
-    tls: &Tls,
-    service: S,
-    config: &Config,
-    watcher: watch::Receiver<Phase>,
-) where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let handshake = tokio::time::timeout(config.header_read_timeout, tls.accept(io)).await;
-    let stream = match handshake {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => return tracing::debug!(error = %err, "TLS handshake failed"),
-        Err(_) => return tracing::debug!("TLS handshake timed out"),
-    };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_http(stream, h2, service, config, watcher).await;
-}
-
-#[cfg(not(feature = "rustls"))]
-async fn serve_tls<S>(
-    _io: SendTimeout<TcpStream>,
-    tls: &Tls,
-    _service: S,
-    _config: &Config,
-    _watcher: watch::Receiver<Phase>,
-) {
-    match *tls {}
-}
-
-/// HTTP/2 or HTTP/1.1 on an established connection, until it ends or the server closes it.
-async fn serve_http<I, S, B>(
-    io: I,
-    h2: bool,
-    service: S,
-    config: &Config,
-    watcher: watch::Receiver<Phase>,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let io = TokioIo::new(io);
-    let service = TowerToHyperService::new(service);
-    let result = if h2 {
-        let conn = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .serve_connection(io, service);
-        // Boxed: an HTTP/2 connection's state is far larger than an HTTP/1.1 one's, and a
-        // future holds room for its largest branch, so unboxed every connection would pay it.
-        drive(Box::pin(conn).as_mut(), watcher).await
-    } else {
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .serve_connection(io, service);
-        drive(pin!(conn), watcher).await
-    };
-    if let Err(err) = result {
-        tracing::debug!(error = %err, "connection ended with an error");
-    }
-}
-
-/// Runs a connection, finishing it gracefully or closing it as the server's phase says.
-async fn drive<C>(
-    mut conn: Pin<&mut C>,
-    mut watcher: watch::Receiver<Phase>,
-) -> Result<(), C::Error>
-where
-    C: GracefulConnection,
-{
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => return result,
-            changed = watcher.changed() => match (changed, *watcher.borrow_and_update()) {
-                (Ok(()), Phase::Serving) => {}
-                (Ok(()), Phase::Closing) => conn.as_mut().graceful_shutdown(),
-                // Closed, or the server is gone: drop the connection.
-                _ => return Ok(()),
-            },
-        }
-    }
-}
-
-/// Whether the client opens with the HTTP/2 preface, read with `peek` so the bytes stay for
-/// the connection. A client silent for `timeout` is handed to HTTP/1.1, whose own header-read
-/// timeout then closes it.
-async fn speaks_h2(tcp: &TcpStream, timeout: Duration) -> bool {
-    let read = async {
-        let mut buf = [0u8; H2_PREFACE.len()];
-        loop {
-            let n = match tcp.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
-            if buf[..n] != H2_PREFACE[..n] {
-                return false;
-            }
-            if n == H2_PREFACE.len() {
-                return true;
-            }
-            // Part of the preface so far (rare: clients send it in one write).
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    tokio::time::timeout(timeout, read).await.unwrap_or(false)
 }
