@@ -179,8 +179,12 @@ impl<St: Send + Sync> FromRequestParts<St> for SseContext {
 
 /// A listener for `axum::serve` whose connections close when the peer accepts no bytes for a
 /// set time; see [`SendTimeout`]. It also sets `TCP_USER_TIMEOUT` to the same time (on Linux), so
-/// a peer that vanished while its stream was idle is closed too, and `TCP_NODELAY`, since events
-/// are small writes. Keep the timeout above the keep-alive interval.
+/// a peer that vanished while its stream was idle is closed too, `TCP_NODELAY`, since events
+/// are small writes, and (on Linux) a 16 KiB unsent queue
+/// ([`tcp_notsent_lowat`](crate::io::tcp_notsent_lowat)), so the timeout times the client's
+/// progress, not the kernel's send buffer: as with `serve::Server`, a
+/// client that empties its receive buffer within every timeout is never cut. Keep the timeout
+/// above the keep-alive interval.
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> std::io::Result<()> {
@@ -215,7 +219,12 @@ impl axum::serve::Listener for SendTimeoutListener {
                 Ok((tcp, addr)) => {
                     let _ = tcp.set_nodelay(true);
                     #[cfg(any(target_os = "linux", target_os = "android"))]
-                    let _ = crate::io::tcp_user_timeout(&tcp, self.timeout);
+                    {
+                        let _ = crate::io::tcp_user_timeout(&tcp, self.timeout);
+                        // A small unsent queue, so the send timeout times the client, not the
+                        // kernel's buffer (see `io::tcp_notsent_lowat`).
+                        let _ = crate::io::tcp_notsent_lowat(&tcp, 16 * 1024);
+                    }
                     return (SendTimeout::new(tcp, self.timeout), addr);
                 }
                 // Out of descriptors and the like: back off briefly instead of spinning.
