@@ -1,10 +1,9 @@
 //! Hostile tests of the hub's promises across processes on a real `redis-server`: lagging nodes,
 //! restarts, churn, races, history bounds, odd inputs, junk written straight into Redis, and slow
-//! subscribers. Each test asserts what the docs promise; the ones marked `// FAILS:` show where
-//! the crate does not (yet) keep its word.
+//! subscribers. Each test asserts what the docs promise.
 //!
-//! Without `redis-server` installed these tests say loudly that they were skipped, except under
-//! `CI=true`, where they fail.
+//! Each needs `redis-server`, so each is `#[ignore]`d: `cargo test --all-features -- --ignored`
+//! (which `.ci/run` runs) runs them.
 
 mod common;
 
@@ -203,10 +202,9 @@ async fn first_of(sub: &mut Subscription) -> Message {
 // Lagging nodes, a client moving between them.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_client_hops_across_lagging_nodes_while_three_nodes_publish() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let (b, _, _pb) = lagging_node(&server, Duration::from_millis(300), Hub::builder()).await;
     let (c, _, _pc) = lagging_node(&server, Duration::from_millis(120), Hub::builder()).await;
@@ -316,10 +314,9 @@ fn exact_or_told(who: &str, got: &[Message], published: &[String], maybe: &[Stri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn kills_restarts_and_cut_pubsub_while_publishing_keep_streams_open_order_exact_or_told() {
-    let Some(mut server) = RedisServer::start().await else {
-        return;
-    };
+    let mut server = RedisServer::start().await;
     let roomy = || Hub::builder().history(5000).max_lag(100_000, 64 << 20);
     let (a, broker_a) = node_with(&server, roomy());
     let (b, broker_b) = node_with(&server, roomy());
@@ -420,10 +417,9 @@ async fn kills_restarts_and_cut_pubsub_while_publishing_keep_streams_open_order_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_hub_dropped_and_rebuilt_resumes_its_clients_exactly_while_others_publish() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     const N: u32 = 150;
     let (mut first_sub, _) = {
@@ -477,10 +473,9 @@ async fn a_hub_dropped_and_rebuilt_resumes_its_clients_exactly_while_others_publ
 // Churn.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn churning_clients_on_many_topics_resume_exactly_with_and_without_lag() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let (b, _, _pb) = lagging_node(&server, Duration::from_millis(100), Hub::builder()).await;
     let (c, _) = node(&server);
@@ -537,11 +532,10 @@ async fn churning_clients_on_many_topics_resume_exactly_with_and_without_lag() {
 // Races between nodes.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn racing_publishers_give_one_order_and_an_id_minted_a_moment_ago_resumes_on_a_lagging_node()
 {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let (b, _) = node(&server);
     let (c, _, _pc) = lagging_node(&server, Duration::from_millis(250), Hub::builder()).await;
@@ -613,10 +607,9 @@ async fn resume(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn history_count_at_the_edge_is_one_answer_on_a_live_and_a_reading_node() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let bounded = || Hub::builder().history(10);
     let (a, _) = node_with(&server, bounded());
     let _watcher = live(&a, &a, "t").await;
@@ -647,10 +640,9 @@ async fn history_count_at_the_edge_is_one_answer_on_a_live_and_a_reading_node() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn resuming_exactly_at_the_head_is_live_with_nothing_lost_on_every_node() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let _watcher = live(&a, &a, "t").await;
     let mut head = String::new();
@@ -678,10 +670,9 @@ async fn resuming_exactly_at_the_head_is_live_with_nothing_lost_on_every_node() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn history_bytes_at_the_edge_is_one_answer_on_a_live_and_a_reading_node() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let bounded = || Hub::builder().history_bytes(600);
     let (a, _) = node_with(&server, bounded());
     let mut watcher = live(&a, &a, "t").await;
@@ -720,10 +711,9 @@ async fn history_bytes_at_the_edge_is_one_answer_on_a_live_and_a_reading_node() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn history_age_at_the_edge_is_one_answer_on_a_live_and_a_reading_node() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let aged = || Hub::builder().history_age(Duration::from_secs(4));
     let (a, _) = node_with(&server, aged());
     let _watcher = live(&a, &a, "t").await;
@@ -763,10 +753,9 @@ fn without_id(bytes: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn odd_events_cross_every_node_byte_for_byte() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let roomy = || {
         Hub::builder()
             .history(4096)
@@ -854,10 +843,9 @@ async fn odd_events_cross_every_node_byte_for_byte() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_burst_of_small_events_from_two_nodes_arrives_whole_and_in_one_order() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let roomy = || Hub::builder().history(5000).max_lag(10_000, 64 << 20);
     let (a, _) = node_with(&server, roomy());
     let (b, _) = node_with(&server, roomy());
@@ -889,10 +877,9 @@ async fn a_burst_of_small_events_from_two_nodes_arrives_whole_and_in_one_order()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn odd_last_event_ids_on_a_following_and_a_fresh_node() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let mut watcher = live(&a, &a, "t").await;
     let mut ids = Vec::new();
@@ -937,11 +924,7 @@ async fn odd_last_event_ids_on_a_following_and_a_fresh_node() {
             publish(&a, "t", &live_data).await;
             take(&mut watcher, 1).await;
             let got = take(&mut sub, 1).await;
-            assert_eq!(
-                data(&got),
-                [live_data.clone()],
-                "{who}: {value:?} then live"
-            );
+            assert_eq!(data(&got), [live_data], "{who}: {value:?} then live");
         }
     }
     // Valid ones: replay exactly.
@@ -958,13 +941,12 @@ async fn odd_last_event_ids_on_a_following_and_a_fresh_node() {
 // ---------------------------------------------------------------------------------------------
 // Junk written straight into Redis.
 
-// FAILS: a junk message claiming offset 1 of another epoch makes every live subscriber of the
+// Was broken (fixed since): a junk message claiming offset 1 of another epoch makes every live subscriber of the
 // topic be told history-lost, and the next real event then replays the whole history again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn junk_at_offset_one_of_another_epoch_costs_nothing() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let mut sub = live(&a, &a, "t").await;
     for i in 1..=5 {
@@ -989,12 +971,11 @@ async fn junk_at_offset_one_of_another_epoch_costs_nothing() {
     assert_eq!(a.stats().rejected, 1);
 }
 
-// FAILS: a well-formed event under an epoch Redis never made, at offset 1, reaches the client.
+// Was broken (fixed since): a well-formed event under an epoch Redis never made, at offset 1, reaches the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn an_event_forged_at_offset_one_of_a_made_up_epoch_never_reaches_a_client() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let mut sub = live(&a, &a, "t").await;
     publish(&a, "t", "1").await;
@@ -1018,13 +999,12 @@ async fn an_event_forged_at_offset_one_of_a_made_up_epoch_never_reaches_a_client
     assert_eq!(seen, [("message".to_owned(), "2".to_owned())]);
 }
 
-// FAILS: junk at the offset the next real event will take makes live subscribers drop that
+// Was broken (fixed since): junk at the offset the next real event will take makes live subscribers drop that
 // real event, while a node reading the stream back delivers it: nodes disagree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn junk_at_the_next_offset_costs_no_real_event() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let mut sub = live(&a, &a, "t").await;
     let last = publish(&a, "t", "1").await;
@@ -1047,10 +1027,9 @@ async fn junk_at_the_next_offset_costs_no_real_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn junk_payloads_on_the_channel_are_dropped_counted_and_cost_nothing() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let mut sub = live(&a, &a, "t").await;
     let last = publish(&a, "t", "1").await;
@@ -1090,14 +1069,13 @@ async fn xadd(server: &RedisServer, stream: &str, fields: &[(&str, &str)]) {
     let _: String = cmd.query_async(&mut server.admin().await).await.unwrap();
 }
 
-// FAILS: a stream entry without an offset field is neither counted as rejected nor passed
+// Was broken (fixed since): a stream entry without an offset field is neither counted as rejected nor passed
 // over: it takes one of the `history` slots of a read, so a node reading the history back
 // tells history-lost where a node that followed the topic live resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_stream_entry_without_an_offset_is_counted_and_costs_the_reading_node_nothing() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let bounded = || Hub::builder().history(10);
     let (a, _) = node_with(&server, bounded());
     let mut ids = Vec::new();
@@ -1122,13 +1100,12 @@ async fn a_stream_entry_without_an_offset_is_counted_and_costs_the_reading_node_
     assert_eq!(b.stats().rejected, 1, "the junk entry is counted");
 }
 
-// FAILS: a junk entry carrying the offset of a real event, added after it, replaces that event
+// Was broken (fixed since): a junk entry carrying the offset of a real event, added after it, replaces that event
 // for every node that reads the history back (a hole), while live nodes delivered it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_junk_stream_entry_reusing_a_real_offset_never_replaces_the_real_event() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let mut ids = Vec::new();
     for i in 1..=5 {
@@ -1147,14 +1124,13 @@ async fn a_junk_stream_entry_reusing_a_real_offset_never_replaces_the_real_event
     assert_eq!(until_end(&mut sub).await, ["3", "4", "5", "end"]);
 }
 
-// FAILS: a junk entry in the stream makes the read a node does when it follows a topic again
+// Was broken (fixed since): a junk entry in the stream makes the read a node does when it follows a topic again
 // one event short: it tells history-lost (and loses that event) although the stream holds every
 // event it missed, while a node that never followed the topic resumes the same client exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn junk_in_the_stream_never_turns_a_refollow_into_history_lost() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let (b, _) = node(&server);
     let _keep = a.topic("t"); // A keeps the topic (and its ring) while nobody subscribes
@@ -1193,10 +1169,9 @@ async fn junk_in_the_stream_never_turns_a_refollow_into_history_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn forged_stream_entries_at_real_positions_never_reach_a_reading_client() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let first = publish(&a, "t", "1").await;
     let (_, head) = split_id(&first);
@@ -1238,13 +1213,12 @@ async fn forged_stream_entries_at_real_positions_never_reach_a_reading_client() 
     assert_eq!(b.stats().history_lost, 0);
 }
 
-// FAILS: an offset in the hash set back makes every live node drop the following events as
+// Was broken (fixed since): an offset in the hash set back makes every live node drop the following events as
 // duplicates, silently: no history-lost, nothing counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_hash_offset_set_back_never_silently_loses_later_events() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let mut sub = live(&a, &a, "t").await;
     for i in 1..=10 {
@@ -1273,13 +1247,12 @@ async fn a_hash_offset_set_back_never_silently_loses_later_events() {
     );
 }
 
-// FAILS: a junk epoch in the hash: publishes succeed, with an id that is not a hub id, and
+// Was broken (fixed since): a junk epoch in the hash: publishes succeed, with an id that is not a hub id, and
 // no subscriber receives anything (each message is rejected).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_junk_epoch_in_the_hash_fails_publishes_or_delivers_them() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let mut sub = live(&a, &a, "t").await;
     let _: i64 = redis::cmd("HSET")
@@ -1351,10 +1324,9 @@ fn skips_are_told(got: &[Message]) -> (usize, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_slow_subscriber_under_skip_on_a_lagging_node_is_told_every_jump_exactly() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let skip = || {
         Hub::builder()
             .max_lag(8, 1 << 20)
@@ -1408,10 +1380,9 @@ async fn a_slow_subscriber_under_skip_on_a_lagging_node_is_told_every_jump_exact
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn an_idle_subscriber_under_skip_gets_missed_then_the_newest_then_live() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let (b, _) = node_with(
         &server,
@@ -1435,13 +1406,12 @@ async fn an_idle_subscriber_under_skip_gets_missed_then_the_newest_then_live() {
     assert_eq!(b.stats().skipped, 49);
 }
 
-// FAILS: when more than `max_lag` events arrive between the `missed` event and the next read,
+// Was broken (fixed since): when more than `max_lag` events arrive between the `missed` event and the next read,
 // the subscriber gets a second `missed` instead of the newest event it was told it jumped to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn after_missed_a_skipping_subscriber_receives_the_newest_event_it_jumped_to() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let (a, _) = node(&server);
     let (b, _) = node_with(
         &server,
@@ -1472,10 +1442,9 @@ async fn after_missed_a_skipping_subscriber_receives_the_newest_event_it_jumped_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
 async fn a_slow_subscriber_under_evict_hops_nodes_and_misses_nothing() {
-    let Some(server) = RedisServer::start().await else {
-        return;
-    };
+    let server = RedisServer::start().await;
     let evict = || {
         Hub::builder()
             .max_lag(8, 1 << 20)

@@ -81,6 +81,9 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub(super) struct Cursor {
     seq: u64,
+    /// Just skipped to `seq` under [`LagPolicy::Skip`]: it is delivered next, as the `missed`
+    /// event said, however much arrives meanwhile (unless the history dropped it).
+    landed: bool,
     /// Events from here on are live; before it, replay (never lag).
     joined: u64,
     generation: u64,
@@ -99,6 +102,7 @@ impl Cursor {
         let made = merge.made();
         let mut cursor = Cursor {
             seq: 0,
+            landed: false,
             joined: 0,
             generation: merge.generation(),
             pending: None,
@@ -159,8 +163,11 @@ impl Cursor {
             self.joined = merge.ring().next();
             return Step::HistoryLost;
         }
-        if let Some(step) = self.lagging(merge, lag) {
-            return step;
+        let landed = std::mem::take(&mut self.landed) && self.seq >= merge.ring().first();
+        if !landed {
+            if let Some(step) = self.lagging(merge, lag) {
+                return step;
+            }
         }
         let ring = merge.ring();
         while self.seq < ring.next() {
@@ -253,6 +260,7 @@ impl Cursor {
                 let newest = ring.next().saturating_sub(1).max(ring.first());
                 let missed = newest.saturating_sub(self.seq);
                 self.seq = newest;
+                self.landed = true;
                 Step::Missed { missed }
             }
         })

@@ -52,7 +52,11 @@ impl Hubward for HubSide {
             reject(&core, topic, "invalid position", epoch);
             return;
         }
-        let event = checked(&core, topic, payload);
+        // A live message that is not an event is dropped: it takes no position. If it stood for
+        // a real one, the next event shows a gap and the read fills it from the history.
+        let Some(event) = checked(&core, topic, payload) else {
+            return;
+        };
         if shared.feed_event(epoch, offset, arrived(at), event) {
             if let Some(broker) = &core.config.broker {
                 broker.follow(topic);
@@ -112,13 +116,29 @@ fn synced(core: &Core, topic: &str, snapshot: Snapshot) -> Synced {
             }
         }
     };
-    let mut entries: Vec<Entry> = events
+    let mut entries: Vec<(u64, Instant, Option<Event>, usize)> = Vec::with_capacity(events.len());
+    for (pushed, (offset, at, payload)) in events.into_iter().enumerate() {
+        if offset == 0 || offset > head {
+            reject(
+                core,
+                topic,
+                "history entry outside the topic's numbering",
+                "",
+            );
+            continue;
+        }
+        entries.push((offset, arrived(at), checked(core, topic, payload), pushed));
+    }
+    // Two entries claiming one offset: an event beats junk, then the one pushed later (the Redis
+    // engine pushes newest first, so the older entry: the one that was there first).
+    entries.sort_by_key(|(offset, _, event, pushed)| {
+        (*offset, event.is_none(), std::cmp::Reverse(*pushed))
+    });
+    entries.dedup_by_key(|(offset, _, _, _)| *offset);
+    let mut entries: Vec<Entry> = entries
         .into_iter()
-        .filter(|(offset, _, _)| *offset >= 1 && *offset <= head)
-        .map(|(offset, at, payload)| (offset, arrived(at), checked(core, topic, payload)))
+        .map(|(offset, at, event, _)| (offset, at, event))
         .collect();
-    entries.sort_by_key(|(offset, _, _)| *offset);
-    entries.dedup_by_key(|(offset, _, _)| *offset);
     let mut keep = entries.len();
     let mut expect = head;
     while keep > 0 && entries[keep - 1].0 == expect {

@@ -49,7 +49,7 @@ struct Held {
     epoch: Arc<str>,
     offset: u64,
     at: Instant,
-    event: Option<Event>,
+    event: Event,
 }
 
 /// What became of a live event.
@@ -248,13 +248,16 @@ impl Merge {
         Some((ticket, self.newest()))
     }
 
-    /// A live event (`None`: a position whose payload was not an event).
+    /// A live event. Only the broker's reads change the epoch or bridge a gap: a live event is
+    /// appended when it is the next one of the ring's epoch; one of another epoch, past a gap,
+    /// or at a position the ring holds with other bytes (the broker's numbering went back) makes
+    /// the topic wait for a read ([`Fed::Gap`]).
     pub(super) fn event(
         &mut self,
         epoch: Arc<str>,
         offset: u64,
         at: Instant,
-        event: Option<Event>,
+        event: Event,
         now: Instant,
     ) -> Fed {
         match &mut self.phase {
@@ -272,18 +275,46 @@ impl Merge {
                 });
                 Fed::Kept
             }
-            Phase::Live => match self.append(&epoch, offset, at, event, now) {
-                Some(fed) => fed,
-                None => {
-                    // `append` gives the event back only past a gap.
-                    Fed::Gap
-                }
-            },
+            Phase::Live => self.live(&epoch, offset, at, event, now),
         }
     }
 
-    /// Appends the event at `offset` if it is the next one; `None` past a gap (the topic then
-    /// waits for a sync, holding nothing: the sync reads it).
+    /// A live event while the ring is live.
+    fn live(
+        &mut self,
+        epoch: &Arc<str>,
+        offset: u64,
+        at: Instant,
+        event: Event,
+        now: Instant,
+    ) -> Fed {
+        let same = self.epoch.as_deref() == Some(&**epoch);
+        let next = self.ring.next();
+        if same && offset == next {
+            self.append(epoch, offset, at, Some(event), now);
+            return Fed::Appended;
+        }
+        if same && offset < next && !self.conflicts(epoch, offset, event) {
+            return Fed::Kept;
+        }
+        self.follow();
+        Fed::Gap
+    }
+
+    /// Whether a live event at a position the ring holds differs from what it holds there (the
+    /// same event again is a duplicate, expected after a read).
+    fn conflicts(&self, epoch: &str, offset: u64, event: Event) -> bool {
+        let Some(Some(held)) = self.ring.get(offset) else {
+            // Older than the ring, or a hole: nothing to compare.
+            return false;
+        };
+        match event.with_id_if_missing(id_of(epoch, offset)) {
+            Ok(event) => event.as_bytes() != held.as_bytes(),
+            Err(_) => true,
+        }
+    }
+
+    /// Appends the entry at `offset` (the next one, in the ring's epoch); `None` is a hole.
     fn append(
         &mut self,
         epoch: &Arc<str>,
@@ -291,26 +322,11 @@ impl Merge {
         at: Instant,
         event: Option<Event>,
         now: Instant,
-    ) -> Option<Fed> {
-        let same = self.epoch.as_deref() == Some(&**epoch);
-        if same && offset < self.ring.next() {
-            return Some(Fed::Kept);
-        }
-        if same && offset == self.ring.next() {
-            // In line.
-        } else if self.epoch.is_none() && offset == self.ring.next() {
-            self.epoch = Some(epoch.clone());
-        } else if !same && offset == 1 {
-            // The history was lost and started over: nothing of the new epoch was missed.
-            self.restart(epoch.clone(), 1);
-        } else {
-            self.follow();
-            return None;
-        }
+    ) {
+        debug_assert_eq!(offset, self.ring.next());
         let event = event.and_then(|event| event.with_id_if_missing(id_of(epoch, offset)).ok());
         self.ring.push(event, at);
         self.trim(now);
-        Some(Fed::Appended)
     }
 
     /// Empties the ring to start over at `first` in `epoch`: a new generation.
@@ -335,30 +351,24 @@ impl Merge {
         if let Some(epoch) = synced.epoch {
             self.bridge(&epoch, &synced.entries, synced.head);
             for (offset, at, event) in synced.entries {
-                if offset >= self.ring.next() {
+                if offset == self.ring.next() {
                     self.append(&epoch, offset, at, event, now);
                 }
             }
         }
         // With no epoch the broker holds nothing: the ring stays, and the next event (offset 1
-        // of a new epoch) starts it over.
+        // of a new epoch) makes the topic read again.
         self.syncs += 1;
         self.applied = ticket;
         if self.marks.len() >= 32 {
             self.marks.pop_front();
         }
         self.marks.push_back((self.syncs, self.ring.next()));
-        // Held live events follow the read; one that still does not fit is stale or foreign (a
-        // genuine one would be in the read or next in line), so it is dropped, not waited for.
+        // Held live events follow the read. One of another epoch than the read's is stale or
+        // foreign: dropped. One past a gap makes the topic read again.
         for held in held {
-            if !self.is_live() {
-                break;
-            }
-            if self
-                .append(&held.epoch, held.offset, held.at, held.event, now)
-                .is_none()
-            {
-                // A gap right after a read: ask again (the phase says so).
+            let ours = self.epoch.as_deref() == Some(&*held.epoch);
+            if ours && self.live(&held.epoch, held.offset, held.at, held.event, now) == Fed::Gap {
                 break;
             }
         }

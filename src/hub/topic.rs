@@ -107,15 +107,8 @@ impl Shared {
         })
     }
 
-    /// A live event from the broker (`None`: not an event). Returns whether the hub must ask for
-    /// a sync.
-    pub(super) fn feed_event(
-        &self,
-        epoch: &str,
-        offset: u64,
-        at: Instant,
-        event: Option<Event>,
-    ) -> bool {
+    /// A live event from the broker. Returns whether the hub must ask for a sync.
+    pub(super) fn feed_event(&self, epoch: &str, offset: u64, at: Instant, event: Event) -> bool {
         let mut state = lock(&self.state);
         let epoch = state.merge.shared_epoch(epoch);
         match state.merge.event(epoch, offset, at, event, Instant::now()) {

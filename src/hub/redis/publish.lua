@@ -5,7 +5,9 @@
 -- Publishes `<epoch> <offset> <ms> <event>`, where `ms` is the entry's time by Redis's clock
 -- (the first half of its stream id), and returns {epoch, offset}.
 local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
+-- An epoch that is not 1 to 64 letters and digits was not made here: start a new one, which
+-- every hub then reads as a lost history (told), rather than publishing under it.
+if not epoch or #epoch > 64 or not string.match(epoch, '^%w+$') then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'e', epoch)
 end

@@ -100,9 +100,9 @@ pub(super) fn snapshot(value: &Value) -> Option<Snapshot> {
                 _ => {}
             }
         }
-        let Some(offset) = offset else { continue };
-        // An entry whose payload is missing is still a position: an empty one is rejected (and
-        // counted) by the hub, which then passes over it instead of waiting for it.
+        // An entry without a usable offset is handed over at offset 0, which the hub rejects
+        // and counts; one whose payload is missing is still a position, passed over as a hole.
+        let offset = offset.unwrap_or(0);
         let payload = Bytes::copy_from_slice(payload.unwrap_or_default());
         let stamped = id.split(|b| *b == b'-').next().and_then(digits);
         match stamped {
