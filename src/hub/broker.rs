@@ -107,7 +107,10 @@ impl Snapshot {
     }
 
     /// Adds the event at `offset`, as [`Broker::publish`] received it (its encoded bytes),
-    /// published at `published` by the engine's clock. The hub's
+    /// published at `published` by the engine's clock. A payload that is not an event is kept
+    /// as a hole at its offset (counted in [`HubStats::rejected`](super::HubStats::rejected)):
+    /// it costs none of the events after it. Of two entries for one offset, an event wins over
+    /// junk, then the one pushed later. The hub's
     /// [`history_age`](super::HubBuilder::history_age) counts from that time, so every hub on
     /// the engine gives one answer for the same topic.
     pub fn push_at(&mut self, offset: u64, published: SystemTime, payload: Bytes) {
@@ -203,11 +206,13 @@ impl Feed {
     }
 
     /// A live event of `topic`, published at `published` by the engine's clock. Events arrive
-    /// here in offset order; one already held is ignored, and one past a gap makes the hub ask
-    /// for a sync (through [`Broker::follow`]). A payload that is not an event this crate
-    /// encoded is dropped with a warning and counted in
-    /// [`HubStats::rejected`](super::HubStats::rejected), and its offset is passed over, so the
-    /// events after it still arrive; a message with an invalid epoch is dropped the same way.
+    /// here in offset order; one already held is ignored. One past a gap, of another epoch than
+    /// the hub holds, or at a position the hub holds with other bytes makes the hub ask for a
+    /// read (through [`Broker::follow`]): only a read of the history changes a topic's epoch. A
+    /// payload that is not an event this crate encoded is dropped with a warning and counted in
+    /// [`HubStats::rejected`](super::HubStats::rejected), and takes no position (if it stood
+    /// for a real one, the next event shows the gap and the read fills it); a message with an
+    /// invalid epoch is dropped the same way.
     pub fn event_at(
         &self,
         topic: &str,
