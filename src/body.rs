@@ -3,7 +3,7 @@
 use crate::{
     context::{BodyParts, SseContext},
     disconnect::{CloseGuard, CloseReason, Disconnect},
-    event::Event,
+    event::{Event, EventBuilder, EventError},
     keep_alive::IdleTimer,
     scope,
     settings::{settings_setters, ErrorPolicy, Settings},
@@ -26,10 +26,25 @@ use sync_wrapper::SyncWrapper;
 
 /// An item of an event stream: an [`Event`], or a `Result` of anything that converts into one.
 ///
-/// Implemented for `Event`, `String` and `&str` (infallible streams; text becomes an event's data)
-/// and for `Result<T, E>` where `T: Into<Event>` (so `Result<Event, E>`, `Result<String, E>` and
-/// the `Result<Event, EventError>` returned by [`EventBuilder::build`](crate::EventBuilder::build)
-/// all work).
+/// Implemented for `Event`, `String` and `&str` (infallible streams; text becomes an event's data),
+/// for [`EventBuilder`] (built as the body reads it: axum's `Event::default().data(..)` chains
+/// work as they are), and for `Result<T, E>` where `T: Into<Event>` (so `Result<Event, E>`,
+/// `Result<String, E>` and the `Result<Event, EventError>` returned by
+/// [`EventBuilder::build`] all work) or `T` is an [`EventBuilder`]. A builder that fails to build
+/// fails the stream, which the body's [`ErrorPolicy`](crate::ErrorPolicy) then handles.
+///
+/// A stream of anything else is refused where the body is made, with a message that lists
+/// what works (`` `u32` is not an item of an event stream ``):
+///
+/// ```compile_fail,E0277
+/// let body = tower_sse::SseBody::new(futures_util::stream::iter([1u32, 2]));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an item of an event stream",
+    label = "the stream yields `{Self}`",
+    note = "a stream of `Event`, `EventBuilder`, `String`, `&str`, or `Result` of one of them works",
+    note = "`Event::json(&value)` or `Event::builder().json_data(value)` make JSON events (feature `json`)"
+)]
 pub trait SseItem {
     /// The stream's error type.
     type Error;
@@ -67,6 +82,25 @@ impl<T: Into<Event>, E> SseItem for Result<T, E> {
 
     fn into_event(self) -> Result<Event, E> {
         self.map(Into::into)
+    }
+}
+
+impl SseItem for EventBuilder {
+    type Error = EventError;
+
+    fn into_event(self) -> Result<Event, EventError> {
+        self.build()
+    }
+}
+
+impl<E: Into<BoxError>> SseItem for Result<EventBuilder, E> {
+    type Error = BoxError;
+
+    fn into_event(self) -> Result<Event, BoxError> {
+        match self {
+            Ok(builder) => builder.build().map_err(Into::into),
+            Err(err) => Err(err.into()),
+        }
     }
 }
 
@@ -167,7 +201,11 @@ impl<S> SseBody<S> {
     /// the process logs one too.
     /// Build those with [`from_request`](SseBody::from_request) or
     /// [`from_context`](SseBody::from_context).
-    pub fn new(stream: S) -> Self {
+    pub fn new(stream: S) -> Self
+    where
+        S: Stream,
+        S::Item: SseItem,
+    {
         let parts = match scope::current() {
             Some(context) => context.take_for_body(),
             None => {
@@ -180,7 +218,11 @@ impl<S> SseBody<S> {
 
     /// Wraps a stream of events with the settings, limits, shutdowns and disconnect handle of a
     /// request's [`SseContext`], wherever the body is built.
-    pub fn from_context(context: &SseContext, stream: S) -> Self {
+    pub fn from_context(context: &SseContext, stream: S) -> Self
+    where
+        S: Stream,
+        S::Item: SseItem,
+    {
         Self::from_parts(stream, context.take_for_body())
     }
 
@@ -208,7 +250,11 @@ impl<S> SseBody<S> {
     /// assert_eq!(response.headers()["content-type"], "text/event-stream");
     /// # }
     /// ```
-    pub fn from_request<B>(request: &http::Request<B>, stream: S) -> Self {
+    pub fn from_request<B>(request: &http::Request<B>, stream: S) -> Self
+    where
+        S: Stream,
+        S::Item: SseItem,
+    {
         match request.extensions().get::<SseContext>() {
             Some(context) => Self::from_context(context, stream),
             None => Self::new(stream),

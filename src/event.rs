@@ -70,6 +70,22 @@ impl Event {
         EventBuilder::default()
     }
 
+    /// Starts building an event, spelled as axum's `Event::default()`, so that a handler ported
+    /// from axum's `Sse` keeps its event chains as they are: the same setters, and the
+    /// [`EventBuilder`] is itself an item an [`SseBody`](crate::SseBody) streams (it is built as
+    /// the body reads it; an invalid one fails the stream like any stream error).
+    ///
+    /// ```
+    /// use tower_sse::Event;
+    ///
+    /// let event = Event::default().event("tick").id("7").data("now").build().unwrap();
+    /// assert_eq!(event.as_bytes(), "event: tick\nid: 7\ndata: now\n\n");
+    /// ```
+    #[allow(clippy::should_implement_trait)] // Returns the builder, not an `Event`.
+    pub fn default() -> EventBuilder {
+        EventBuilder::default()
+    }
+
     /// An event with only data, dispatched by clients as a `message` event.
     ///
     /// Data may contain any text; every kind of line break is handled. This cannot fail.
@@ -364,14 +380,14 @@ impl EventBuilder {
     /// serialized.
     #[cfg(feature = "json")]
     #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
-    pub fn json_data<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
+    pub fn json_data<T: serde::Serialize>(mut self, value: T) -> Self {
         if self.error.is_some() {
             return self;
         }
         self.spill(128);
         let mark = self.buf.len();
         self.buf.put_slice(b"data: ");
-        if let Err(err) = serde_json::to_writer((&mut self.buf).writer(), value) {
+        if let Err(err) = serde_json::to_writer((&mut self.buf).writer(), &value) {
             self.buf.truncate(mark);
             self.error = Some(EventError::Json(err));
             return self;
@@ -1129,7 +1145,7 @@ mod tests {
     fn json_data_is_one_line_even_with_newlines_in_strings() {
         let event = Event::builder()
             .event("j")
-            .json_data(&serde_json::json!({"text": "a\nb\r\nc"}))
+            .json_data(serde_json::json!({"text": "a\nb\r\nc"}))
             .build()
             .unwrap();
         assert_eq!(

@@ -188,3 +188,41 @@ async fn send_timeout_listener_sets_socket_options_on_accepted_connections() {
     let user_timeout = socket2::SockRef::from(tcp).tcp_user_timeout().unwrap();
     assert_eq!(user_timeout, Some(Duration::from_secs(40)));
 }
+
+/// An axum `Sse` handler, ported: its `Event::default()` chains stay as they are.
+async fn ported(
+) -> SseBody<impl futures_core::Stream<Item = Result<tower_sse::EventBuilder, Infallible>>> {
+    let events = (1..=2).map(|n| {
+        Ok(Event::default()
+            .event("tick")
+            .id(n.to_string())
+            .json_data(serde_json::json!({ "n": n })))
+    });
+    SseBody::new(stream::iter(events))
+}
+
+#[tokio::test]
+async fn an_axum_sse_handler_ports_with_its_event_chains_unchanged() {
+    let app = Router::new()
+        .route("/ported", get(ported))
+        .route(
+            "/bad",
+            get(|| async {
+                // A builder that fails (a line break in the name) fails the stream safely.
+                SseBody::new(stream::iter([
+                    Event::default().data("first"),
+                    Event::default().event("x\ny").data("never"),
+                ]))
+            }),
+        )
+        .layer(SseLayer::new().keep_alive(KeepAlive::new().text("ping").unwrap()));
+    let res = app.clone().oneshot(get_req("/ported")).await.unwrap();
+    assert_eq!(
+        body_text(res).await,
+        ":\nevent: tick\nid: 1\ndata: {\"n\":1}\n\nevent: tick\nid: 2\ndata: {\"n\":2}\n\n"
+    );
+    let text = body_text(app.oneshot(get_req("/bad")).await.unwrap()).await;
+    assert!(text.starts_with(":\ndata: first\n\n"), "{text}");
+    assert!(text.contains("event: stream-error\n"), "{text}");
+    assert!(!text.contains("never"), "{text}");
+}
