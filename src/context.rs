@@ -80,6 +80,11 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
+    /// The settings of the innermost layer.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The chain of a layer alone.
     pub(crate) fn of_layer(
         settings: Arc<Settings>,

@@ -78,6 +78,39 @@ impl LastEventId {
         LastEventId::parse(value.as_bytes())
     }
 
+    /// The id a query string carries in parameter `name` (percent-decoded, `+` as a space), by
+    /// the same rule as the header: `None` when the parameter is absent, repeated or unusable.
+    ///
+    /// A freshly constructed browser `EventSource` sends no `Last-Event-ID`; a page that kept
+    /// the last id it saw (in `localStorage`, say) can put it in the URL of its first connect.
+    /// [`SseLayer`](crate::SseLayer) reads the `lastEventId` parameter this way when the header
+    /// is absent ([`SseLayer::last_event_id_query`](crate::SseLayer::last_event_id_query)).
+    ///
+    /// ```
+    /// use tower_sse::LastEventId;
+    ///
+    /// let id = LastEventId::from_query(Some("room=1&lastEventId=ab%2D7"), "lastEventId");
+    /// assert_eq!(id.unwrap().as_str(), "ab-7");
+    /// assert!(LastEventId::from_query(Some("lastEventId=1&lastEventId=2"), "lastEventId").is_none());
+    /// assert!(LastEventId::from_query(None, "lastEventId").is_none());
+    /// ```
+    pub fn from_query(query: Option<&str>, name: &str) -> Option<LastEventId> {
+        // Decoded to bytes, not lossily to text: a value that is not UTF-8 is unusable.
+        let decode = |part: &str| -> Vec<u8> {
+            percent_encoding::percent_decode(part.replace('+', " ").as_bytes()).collect()
+        };
+        let mut values = query?
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .filter(|(key, _)| decode(key) == name.as_bytes())
+            .map(|(_, value)| decode(value));
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        LastEventId::parse(&value)
+    }
+
     /// Checks a raw header value, or `None` if it is unusable.
     pub fn parse(value: &[u8]) -> Option<LastEventId> {
         if value.is_empty() || value.len() > MAX_LAST_EVENT_ID_LEN {
@@ -155,6 +188,25 @@ mod tests {
         assert!(LastEventId::parse(" lead".as_bytes()).is_none());
         assert!(LastEventId::parse("trail ".as_bytes()).is_none());
         assert!(LastEventId::parse("c1\u{85}".as_bytes()).is_none());
+    }
+
+    #[test]
+    fn query_ids_follow_the_header_rule() {
+        let q = |query: &str| LastEventId::from_query(Some(query), "lastEventId");
+        assert_eq!(q("lastEventId=a+b").unwrap().as_str(), "a b");
+        assert_eq!(q("x=1&lastEventId=%C3%BC").unwrap().as_str(), "ü");
+        for unusable in [
+            "lastEventId=",
+            "lastEventId=%0A",
+            "lastEventId=+lead",
+            "lastEventId=%FF",
+            "lasteventid=1",
+            "x=1",
+        ] {
+            assert!(q(unusable).is_none(), "{unusable}");
+        }
+        let long = format!("lastEventId={}", "a".repeat(MAX_LAST_EVENT_ID_LEN + 1));
+        assert!(q(&long).is_none());
     }
 
     #[test]

@@ -17,7 +17,9 @@ use tower_layer::Layer;
 ///
 /// For each request the layer
 /// - parses `Last-Event-ID` into a [`LastEventId`](crate::LastEventId) request extension (absent
-///   when the header is missing or unusable);
+///   when the header is missing or unusable); when the header is missing, it reads the
+///   `lastEventId` query parameter the same way, so that a page's first connect can resume
+///   ([`last_event_id_query`](SseLayer::last_event_id_query));
 /// - puts the request's [`SseContext`](crate::SseContext) (its settings, disconnect handle,
 ///   stream limit and shutdown) and a [`Disconnect`](crate::Disconnect) handle in the request
 ///   extensions; the handle completes when the SSE response ends, with the reason;
@@ -145,6 +147,38 @@ impl SseLayer {
     /// layer; see [`StreamStats`].
     pub fn stream_stats(&self) -> StreamStats {
         StreamStats::new(self.config.streams.clone())
+    }
+
+    /// The query parameter read as the `Last-Event-ID` when a request has no such header, or
+    /// `None` to read only the header. Default: `lastEventId`.
+    ///
+    /// A freshly constructed `EventSource` sends no `Last-Event-ID` (only its own reconnects
+    /// do), so a page that was closed cannot resume by the header alone: it keeps the last id it
+    /// saw and opens `new EventSource("/events?lastEventId=" + encodeURIComponent(id))`. The
+    /// header, when present, wins: it is newer than the URL after the browser's reconnects.
+    /// The value obeys the header's rule ([`LastEventId::from_query`](crate::LastEventId::from_query)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use http::Request;
+    /// use tower::{service_fn, ServiceBuilder, ServiceExt};
+    /// use tower_sse::{LastEventId, SseLayer};
+    ///
+    /// let service = ServiceBuilder::new().layer(SseLayer::new()).service(service_fn(
+    ///     |req: Request<()>| async move {
+    ///         let id = req.extensions().get::<LastEventId>().map(|id| id.to_string());
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(id.unwrap_or_default()))
+    ///     },
+    /// ));
+    /// let req = Request::get("/events?lastEventId=e1-42").body(()).unwrap();
+    /// assert_eq!(service.clone().oneshot(req).await.unwrap().body(), "e1-42");
+    /// let req = Request::get("/events?lastEventId=e1-42").header("last-event-id", "e1-50").body(()).unwrap();
+    /// assert_eq!(service.oneshot(req).await.unwrap().body(), "e1-50", "the header wins");
+    /// # }
+    /// ```
+    pub fn last_event_id_query(mut self, name: Option<&str>) -> Self {
+        Arc::make_mut(&mut self.config.settings).last_event_id_query = name.map(Arc::from);
+        self
     }
 
     /// Sets the base delay after which a client turned away by [`max_streams`](Self::max_streams)

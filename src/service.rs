@@ -59,7 +59,12 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let headers = req.headers();
-        let last_event_id = LastEventId::from_headers(headers);
+        let last_event_id = if headers.contains_key(crate::last_event_id::LAST_EVENT_ID) {
+            LastEventId::from_headers(headers)
+        } else {
+            let name = self.chain.settings().last_event_id_query.as_deref();
+            name.and_then(|name| LastEventId::from_query(req.uri().query(), name))
+        };
         let accept = (
             accepts_event_stream(headers),
             asks_for_event_stream(headers),

@@ -104,7 +104,13 @@ pub(crate) struct Settings {
     pub(crate) open_frame: bool,
     /// The base delay after which a client turned away by a stream limit comes back.
     pub(crate) over_limit_retry: Duration,
+    /// The query parameter read as the `Last-Event-ID` when the header is absent.
+    pub(crate) last_event_id_query: Option<std::sync::Arc<str>>,
 }
+
+/// Default query parameter read as the `Last-Event-ID` when the header is absent: the name of
+/// the `EventSource` property a page reads it from.
+pub(crate) const DEFAULT_LAST_EVENT_ID_QUERY: &str = "lastEventId";
 
 /// Default cap of one coalesced frame, in bytes.
 pub(crate) const DEFAULT_COALESCE: usize = 16 * 1024;
@@ -126,6 +132,7 @@ impl Default for Settings {
             error_hook: None,
             open_frame: true,
             over_limit_retry: DEFAULT_OVER_LIMIT_RETRY,
+            last_event_id_query: Some(DEFAULT_LAST_EVENT_ID_QUERY.into()),
         }
     }
 }

@@ -20,7 +20,10 @@ fn snippets(markdown: &str) -> Vec<(Option<String>, String)> {
         let Some(lang) = line.strip_prefix("```") else {
             continue;
         };
-        let block: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        let block: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
         let block = block.join("\n") + "\n";
         if lang.starts_with("toml") {
             deps = Some(block);
@@ -46,14 +49,18 @@ fn manifest(n: usize, deps: &str, root: &Path) -> String {
 
 #[test]
 fn the_reader_pairs_each_snippet_with_its_dependencies() {
-    let md = "x\n```toml\n[dependencies]\na = \"1\"\n```\n```rust\nfn main() {}\n```\n```rust\n```\n";
+    let md =
+        "x\n```toml\n[dependencies]\na = \"1\"\n```\n```rust\nfn main() {}\n```\n```rust\n```\n";
     let found = snippets(md);
     assert_eq!(found.len(), 2);
     assert_eq!(found[0].0.as_deref(), Some("[dependencies]\na = \"1\"\n"));
     assert_eq!(found[0].1, "fn main() {}\n");
     assert_eq!(found[1].0, None, "a block is used once");
     let m = manifest(1, "tower-sse = { version = \"0.1\" }\n", Path::new("/r"));
-    assert!(m.contains("tower-sse = { path = \"/r\", version = \"0.1\" }"), "{m}");
+    assert!(
+        m.contains("tower-sse = { path = \"/r\", version = \"0.1\" }"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -68,7 +75,9 @@ fn every_readme_snippet_builds_with_the_dependencies_it_shows() {
     let mut failures = Vec::new();
     for (n, (deps, code)) in found.iter().enumerate() {
         let Some(deps) = deps else {
-            failures.push(format!("snippet {n} has no dependency block before it:\n{code}"));
+            failures.push(format!(
+                "snippet {n} has no dependency block before it:\n{code}"
+            ));
             continue;
         };
         let dir = scratch.join(format!("snippet-{n}"));
