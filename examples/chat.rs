@@ -7,7 +7,11 @@
 //! Open the printed URL in two browser windows. POST a message and everyone in the room receives
 //! it as a named `message` event with an id; joining and leaving (a closed tab, a lost network)
 //! are announced to the room; a client that reconnects sends `Last-Event-ID` and gets the
-//! messages it missed. Set `PORT` to listen elsewhere (`PORT=0` picks a free port).
+//! messages it missed. A newcomer sees the room's last 50 messages: join and leave notices are
+//! live only (they carry no id and are kept in no history), so they never push messages out.
+//! A message the server refuses (too long, or Redis down) stays in the input, with the reason.
+//! Set `PORT` to listen elsewhere (`PORT=0` picks a free port); `RUST_LOG` sets what is logged
+//! (default `info`).
 //!
 //! Many servers, one chat: with feature `redis`, `--redis URL` (or `REDIS_URL`) shares the rooms
 //! through Redis. A message posted to any server reaches every room member on every server, and a
@@ -26,8 +30,11 @@
 //! - `GET /rooms/{room}/events?user=NAME` — the room's event stream
 //! - `POST /rooms/{room}/messages` — `{"user": "...", "text": "..."}`
 
+#[path = "support/log.rs"]
+mod log;
+
 use axum::{
-    extract::{Path, Query, State},
+    extract::{FromRef, Path, Query, State},
     http::StatusCode,
     response::Html,
     routing::{get, post},
@@ -35,7 +42,14 @@ use axum::{
 };
 use futures_util::{stream, Stream, StreamExt};
 use serde::Deserialize;
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    task::Poll,
+    time::Duration,
+};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
 use tower_sse::{
     axum::SendTimeoutListener,
     hub::{Hub, Subscription, Topic},
@@ -47,13 +61,37 @@ const RECENT: usize = 50;
 const MAX_TEXT: usize = 2000;
 const MAX_NAME: usize = 32;
 
+/// Join and leave notices of each room on this server: live only, no history, no ids.
+#[derive(Clone, Default)]
+struct Presence(Arc<Mutex<HashMap<String, broadcast::Sender<Event>>>>);
+
+impl Presence {
+    fn sender(&self, room: &str) -> broadcast::Sender<Event> {
+        let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.retain(|_, sender| sender.receiver_count() > 0);
+        rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| broadcast::channel(64).0)
+            .clone()
+    }
+}
+
+#[derive(Clone, FromRef)]
+struct AppState {
+    hub: Hub,
+    presence: Presence,
+}
+
 /// The application: every SSE route is configured by the one `SseLayer` at the bottom.
 pub fn app(hub: Hub) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/rooms/{room}/events", get(events))
         .route("/rooms/{room}/messages", post(send))
-        .with_state(hub)
+        .with_state(AppState {
+            hub,
+            presence: Presence::default(),
+        })
         .layer(
             SseLayer::new()
                 .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -114,16 +152,17 @@ fn clean_name(name: Option<String>) -> String {
     }
 }
 
-fn presence(topic: &Topic, kind: &str, user: &str) {
+/// Announces a join or a leave to the room's members on this server.
+fn announce(notices: &broadcast::Sender<Event>, topic: &Topic, kind: &str, user: &str) {
     let data = serde_json::json!({ "user": user, "online": topic.subscribers() });
-    let event = Event::builder().event(kind).data(data.to_string()).build();
-    if let Ok(event) = event {
-        topic.publish(event).detach();
+    if let Ok(event) = Event::builder().event(kind).data(data.to_string()).build() {
+        let _ = notices.send(event); // nobody left to tell is fine
     }
 }
 
 async fn events(
     State(hub): State<Hub>,
+    State(presence): State<Presence>,
     Path(room): Path<String>,
     Query(who): Query<Who>,
     last: Option<LastEventId>,
@@ -133,26 +172,48 @@ async fn events(
     let topic = hub.topic(&room);
     // A reconnecting client resumes after its last event; a newcomer sees recent messages.
     let subscription = topic.subscribe_with_recent(last.as_ref(), RECENT);
-    SseBody::new(with_presence(topic, user, subscription, disconnect))
+    let notices = presence.sender(&room);
+    SseBody::new(with_presence(
+        topic,
+        notices,
+        user,
+        subscription,
+        disconnect,
+    ))
 }
 
-/// One user's stream of the room, announced as a join once it starts streaming and as a leave
-/// when it ends, however it ends. Every connection is announced, reconnections too (their leave
-/// was announced as well); a response the layer refuses never starts, so it is never announced.
+/// One user's stream of the room: its messages, with the room's join and leave notices woven
+/// in. The user is announced as joining once the stream starts and as leaving when it ends,
+/// however it ends; a response the layer refuses never starts, so it is never announced. The
+/// stream ends when the room's subscription does (a shutdown, an eviction).
 fn with_presence(
     topic: Topic,
+    notices: broadcast::Sender<Event>,
     user: String,
     mut subscription: Subscription,
     disconnect: Disconnect,
 ) -> impl Stream<Item = Event> {
     let start = async move {
+        let mut heard = BroadcastStream::new(notices.subscribe());
         subscription.join(); // counted in the announcement
-        presence(&topic, "join", &user);
+        announce(&notices, &topic, "join", &user);
         tokio::spawn(async move {
             disconnect.closed().await;
-            presence(&topic, "leave", &user);
+            announce(&notices, &topic, "leave", &user);
         });
-        subscription
+        stream::poll_fn(move |cx| {
+            if let Poll::Ready(item) = subscription.poll_next_unpin(cx) {
+                return Poll::Ready(item);
+            }
+            loop {
+                match heard.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(notice))) => return Poll::Ready(Some(notice)),
+                    // Notices missed by a slow reader are only notices: skip on.
+                    Poll::Ready(Some(Err(_))) => continue,
+                    Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
     };
     stream::once(start).flatten()
 }
@@ -192,6 +253,7 @@ async fn send(
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    log::init();
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!(
         "chat: open http://{}/ in two windows",
@@ -241,6 +303,7 @@ const PAGE: &str = r#"<!doctype html>
   form { display: flex; gap: .5rem; margin-top: .5rem; }
   #text { flex: 1; }
   #status { color: #777; }
+  #problem { color: #b00020; min-height: 1.2em; margin: .25rem 0; }
 </style>
 <h1>Room <span id="room"></span> <small id="status">connecting…</small></h1>
 <ul id="log"></ul>
@@ -249,6 +312,7 @@ const PAGE: &str = r#"<!doctype html>
   <input id="text" placeholder="say something" autocomplete="off">
   <button>Send</button>
 </form>
+<p id="problem" role="alert"></p>
 <script>
 const params = new URLSearchParams(location.search);
 const room = params.get("room") || "lobby";
@@ -266,36 +330,61 @@ function add(text, notice) {
   log.scrollTop = log.scrollHeight;
 }
 
-const url = `/rooms/${encodeURIComponent(room)}/events?user=${encodeURIComponent(user.value)}`;
-const source = new EventSource(url);
-source.onopen = () => { status.textContent = "online"; };
-source.onerror = () => { status.textContent = "reconnecting…"; };
-source.addEventListener("message", (e) => {
-  const m = JSON.parse(e.data);
-  add(`${m.user}: ${m.text}`);
-});
-source.addEventListener("join", (e) => {
-  const m = JSON.parse(e.data);
-  add(`${m.user} joined (${m.online} online on this server)`, true);
-});
-source.addEventListener("leave", (e) => {
-  const m = JSON.parse(e.data);
-  add(`${m.user} left (${m.online} online on this server)`, true);
-});
-source.addEventListener("history-lost", () => add("(some earlier messages could not be replayed)", true));
-source.addEventListener("evicted", () => add("(connection too slow, reconnecting)", true));
-source.addEventListener("shutdown", (e) => add(`(${e.data})`, true));
+let source;
+let lastId = "";
+// (Re)connects as the name in the box: presence follows a rename, and the new connection
+// resumes after the last message this page showed (a new EventSource sends no Last-Event-ID,
+// so the page passes it in the URL).
+function connect() {
+  if (source) source.close();
+  const resume = lastId ? `&lastEventId=${encodeURIComponent(lastId)}` : "";
+  source = new EventSource(`/rooms/${encodeURIComponent(room)}/events?user=${encodeURIComponent(user.value)}${resume}`);
+  source.onopen = () => { status.textContent = "online"; };
+  source.onerror = () => { status.textContent = "reconnecting…"; };
+  source.addEventListener("message", (e) => {
+    lastId = e.lastEventId;
+    const m = JSON.parse(e.data);
+    add(`${m.user}: ${m.text}`);
+  });
+  source.addEventListener("join", (e) => {
+    const m = JSON.parse(e.data);
+    add(`${m.user} joined (${m.online} online on this server)`, true);
+  });
+  source.addEventListener("leave", (e) => {
+    const m = JSON.parse(e.data);
+    add(`${m.user} left (${m.online} online on this server)`, true);
+  });
+  source.addEventListener("history-lost", () => add("(the room's history was reset or is shorter than the time you were away: earlier messages may be missing)", true));
+  source.addEventListener("evicted", () => add("(connection too slow, reconnecting)", true));
+  source.addEventListener("shutdown", (e) => add(`(${e.data})`, true));
+}
+connect();
+user.addEventListener("change", connect);
 
+const problem = document.getElementById("problem");
 document.getElementById("form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const text = document.getElementById("text");
   if (!text.value.trim()) return;
-  await fetch(`/rooms/${encodeURIComponent(room)}/messages`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ user: user.value, text: text.value }),
-  });
-  text.value = "";
+  problem.textContent = "";
+  let answer;
+  try {
+    answer = await fetch(`/rooms/${encodeURIComponent(room)}/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user: user.value, text: text.value }),
+    });
+  } catch (err) {
+    problem.textContent = "not sent: the server cannot be reached; your message is still here";
+    return;
+  }
+  if (answer.ok) {
+    text.value = "";
+  } else {
+    // The text stays in the box, with the reason, so nothing typed is lost.
+    const why = (await answer.text()) || answer.statusText;
+    problem.textContent = `not sent (${answer.status}): ${why}`;
+  }
 });
 </script>
 </html>

@@ -2,11 +2,15 @@
 //!
 //! ```text
 //! cargo run --example hyper_ticker --features server
+//! # open http://127.0.0.1:3000/ for a page that shows the ticks, or:
 //! curl -N http://127.0.0.1:3000/ticks
 //! curl -N -H 'Last-Event-ID: 10' http://127.0.0.1:3000/ticks   # resumes at tick 11
 //! ```
 //!
 //! Set `PORT` to listen elsewhere (`PORT=0` picks a free port).
+
+#[path = "support/log.rs"]
+mod log;
 
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
@@ -24,6 +28,14 @@ async fn handle(
     Response<Either<SseBody<impl futures_core::Stream<Item = Event>>, Full<bytes::Bytes>>>,
     Infallible,
 > {
+    if req.uri().path() == "/" {
+        let mut res = Response::new(Either::Right(Full::from(PAGE)));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return Ok(res);
+    }
     if req.uri().path() != "/ticks" {
         let mut res = Response::new(Either::Right(Full::from("try /ticks\n")));
         *res.status_mut() = StatusCode::NOT_FOUND;
@@ -53,9 +65,10 @@ async fn handle(
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    log::init();
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let listener = TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    println!("listening on http://{}/ticks", listener.local_addr()?);
+    println!("ticker: open http://{}/", listener.local_addr()?);
 
     let service = ServiceBuilder::new()
         .layer(SseLayer::new().retry(Duration::from_secs(2)))
@@ -65,3 +78,25 @@ async fn main() -> std::io::Result<()> {
     Server::new(listener).serve(service).await;
     Ok(())
 }
+
+/// A page that shows the ticks as they come, and its connection state.
+const PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>tower-sse ticker</title>
+<h1>Ticks <small id="status">connecting…</small></h1>
+<ol id="ticks"></ol>
+<script>
+const status = document.getElementById("status");
+const ticks = document.getElementById("ticks");
+const source = new EventSource("/ticks");
+source.onopen = () => { status.textContent = "live"; };
+source.onerror = () => { status.textContent = "reconnecting… (it resumes after the last tick)"; };
+source.addEventListener("tick", (e) => {
+  const li = document.createElement("li");
+  li.textContent = `${e.data} (id ${e.lastEventId})`;
+  ticks.prepend(li);
+});
+</script>
+</html>
+"#;

@@ -12,6 +12,9 @@
 //! every stream with a final event and a `retry` hint, then the server exits. Set `PORT` to listen
 //! elsewhere (`PORT=0` picks a free port).
 
+#[path = "support/log.rs"]
+mod log;
+
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -127,6 +130,7 @@ pub fn goodbye() -> Option<Event> {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    log::init();
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!("live data: open http://{}/", listener.local_addr()?);

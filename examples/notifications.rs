@@ -5,12 +5,20 @@
 //! ```
 //!
 //! - `GET /` — a page: pick a user id, watch its notifications, send some
-//! - `GET /users/{id}/events` — one user's notification stream (resumes from `Last-Event-ID`)
+//! - `GET /users/{id}/events` — one user's notification stream: it resumes after
+//!   `Last-Event-ID` (a reconnect) or the `lastEventId` query parameter (a page opened again);
+//!   a first visit gets the user's last 20 notifications
 //! - `POST /users/{id}/notify` — `{"title": "...", "body": "..."}` to one user
 //! - `POST /notify` — the same to every user with a stream or pending notifications
 //!
 //! Each user is one hub topic, so a user who was offline gets what arrived meanwhile (up to the
-//! history) when their app reconnects. Set `PORT` to listen elsewhere (`PORT=0`: a free port).
+//! history of 100): the page keeps the notifications it showed and the id of the last one in
+//! `localStorage`, and opens its stream with `?lastEventId=` so it continues exactly after it,
+//! without a duplicate. Set `PORT` to listen elsewhere (`PORT=0`: a free port); `RUST_LOG` sets
+//! what is logged.
+
+#[path = "support/log.rs"]
+mod log;
 
 use serde::Deserialize;
 use std::{convert::Infallible, time::Duration};
@@ -19,6 +27,8 @@ use tower_sse::{hub::Hub, serve::Server, Event, LastEventId, SseBody, SseLayer};
 use warp::{http::StatusCode, Filter};
 
 const USER_PREFIX: &str = "user:";
+/// How many of a user's latest notifications a first visit shows.
+const RECENT: usize = 20;
 
 #[derive(Deserialize)]
 struct Notification {
@@ -56,16 +66,16 @@ pub fn routes(
 
     let events = warp::path!("users" / String / "events")
         .and(warp::get())
-        .and(warp::header::optional::<String>("last-event-id"))
+        // The header, or the `lastEventId` query parameter of a page opened again.
+        .and(tower_sse::warp::last_event_id())
         .and(with_hub.clone())
-        .map(|id: String, last: Option<String>, hub: Hub| {
+        .map(|id: String, last: Option<LastEventId>, hub: Hub| {
             if !user_id_ok(&id) {
                 return StatusCode::BAD_REQUEST.into_response();
             }
-            let last = last.and_then(|v| LastEventId::parse(v.as_bytes()));
             let subscription = hub
                 .topic(&format!("{USER_PREFIX}{id}"))
-                .subscribe(last.as_ref());
+                .subscribe_with_recent(last.as_ref(), RECENT);
             SseBody::new(subscription).into_response()
         });
 
@@ -159,6 +169,7 @@ pub async fn serve(
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    log::init();
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!("notifications: open http://{}/", listener.local_addr()?);
@@ -180,37 +191,73 @@ const PAGE: &str = r#"<!doctype html>
   #list { list-style: none; padding: 0; }
   #list li { border: 1px solid #ddd; border-radius: 6px; padding: .5rem; margin: .5rem 0; }
   #list b { display: block; }
+  #status, #sent { color: #777; }
 </style>
-<h1>Notifications for <input id="user" value="alice" size="10"> <button id="watch">watch</button></h1>
+<h1>Notifications for <input id="user" value="alice" size="10"> <button id="watch">watch</button>
+  <small id="status">connecting…</small></h1>
 <p><input id="title" placeholder="title"> <input id="body" placeholder="message">
-  <button id="one">to this user</button> <button id="all">to everyone</button></p>
+  <button id="one">to this user</button> <button id="all">to everyone</button>
+  <span id="sent" role="status"></span></p>
 <ul id="list"></ul>
 <script>
 let source;
 const list = document.getElementById("list");
+const status = document.getElementById("status");
+const sent = document.getElementById("sent");
 const user = () => document.getElementById("user").value;
+// What this page showed a user, and the id of the last one, survive a closed page.
+const key = (what) => `notifications:${user()}:${what}`;
+const shown = () => JSON.parse(localStorage.getItem(key("shown")) || "[]");
+
+function show(n) {
+  const li = document.createElement("li");
+  const b = document.createElement("b");
+  b.textContent = n.title;
+  li.append(b, n.body);
+  list.prepend(li);
+}
+
 function watch() {
   if (source) source.close();
   list.innerHTML = "";
-  source = new EventSource(`/users/${encodeURIComponent(user())}/events`);
+  shown().forEach(show);
+  const last = localStorage.getItem(key("last"));
+  const resume = last ? `?lastEventId=${encodeURIComponent(last)}` : "";
+  source = new EventSource(`/users/${encodeURIComponent(user())}/events${resume}`);
+  source.onopen = () => { status.textContent = "connected"; };
+  source.onerror = () => { status.textContent = "reconnecting…"; };
   source.addEventListener("notification", (e) => {
     const n = JSON.parse(e.data);
-    const li = document.createElement("li");
-    const b = document.createElement("b");
-    b.textContent = n.title;
-    li.append(b, n.body);
-    list.prepend(li);
+    const kept = shown().concat([n]).slice(-50);
+    localStorage.setItem(key("shown"), JSON.stringify(kept));
+    localStorage.setItem(key("last"), e.lastEventId);
+    show(n);
+  });
+  source.addEventListener("history-lost", () => {
+    status.textContent = "connected (older notifications could not be replayed)";
   });
 }
+
 async function send(path) {
-  await fetch(path, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({
-      title: document.getElementById("title").value || "Hello",
-      body: document.getElementById("body").value || "(no text)",
-    }),
-  });
+  sent.textContent = "sending…";
+  try {
+    const answer = await fetch(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        title: document.getElementById("title").value || "Hello",
+        body: document.getElementById("body").value || "(no text)",
+      }),
+    });
+    if (!answer.ok) {
+      sent.textContent = `not sent (${answer.status})`;
+      return;
+    }
+    const reply = await answer.json();
+    sent.textContent = reply.users === undefined ? "sent" : `sent to ${reply.users} user(s)`;
+  } catch (err) {
+    sent.textContent = "not sent: the server cannot be reached";
+  }
 }
 document.getElementById("watch").onclick = watch;
 document.getElementById("one").onclick = () => send(`/users/${encodeURIComponent(user())}/notify`);

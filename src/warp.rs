@@ -29,7 +29,7 @@
 //! # }
 //! ```
 
-use crate::{body::SseItem, headers::set_sse_headers, BoxError, SseBody, SseContext};
+use crate::{body::SseItem, headers::set_sse_headers, BoxError, LastEventId, SseBody, SseContext};
 use futures_core::Stream;
 use http_body_util::BodyExt;
 use warp::Filter;
@@ -65,6 +65,29 @@ use warp::Filter;
 /// ```
 pub fn context() -> impl Filter<Extract = (SseContext,), Error = warp::Rejection> + Clone {
     warp::ext::get::<SseContext>()
+}
+
+/// A filter that extracts the request's [`LastEventId`]: what [`SseLayer`](crate::SseLayer) read
+/// from the `Last-Event-ID` header or, when that is absent, the `lastEventId` query parameter;
+/// without a layer, the header alone. `None` when there is none or it is unusable.
+///
+/// ```
+/// use tower_sse::{hub::Hub, LastEventId, SseBody};
+/// use warp::Filter;
+///
+/// let hub = Hub::new();
+/// let events = warp::path("events")
+///     .and(tower_sse::warp::last_event_id())
+///     .map(move |last: Option<LastEventId>| SseBody::new(hub.topic("news").subscribe(last.as_ref())));
+/// # let _ = events;
+/// ```
+pub fn last_event_id(
+) -> impl Filter<Extract = (Option<LastEventId>,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<LastEventId>()
+        .and(warp::header::headers_cloned())
+        .map(|found: Option<LastEventId>, headers: http::HeaderMap| {
+            found.or_else(|| LastEventId::from_headers(&headers))
+        })
 }
 
 impl<S> warp::Reply for SseBody<S>

@@ -9,7 +9,6 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/chat.rs"]
 mod chat;
-#[cfg(feature = "redis")]
 mod common;
 
 use axum::{response::Html, routing::get, Router};
@@ -17,7 +16,6 @@ use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use std::{
     net::SocketAddr,
-    path::Path,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -25,27 +23,6 @@ use std::{
     time::Duration,
 };
 use tower_sse::{hub::Hub, Event, KeepAlive, LastEventId, SseBody, SseLayer};
-
-fn missing_tools() -> Option<String> {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !Path::new(&chromium).exists() {
-        return Some(format!(
-            "{chromium} is missing (apt-get install -y chromium)"
-        ));
-    }
-    if !dir.join("node_modules/playwright-core").exists() {
-        return Some("playwright-core is missing (npm ci --prefix tests/browser)".into());
-    }
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return Some("node is missing".into());
-    }
-    None
-}
 
 fn ev(builder: tower_sse::EventBuilder) -> Event {
     builder.build().unwrap()
@@ -279,9 +256,6 @@ async fn serve(app: Router) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium, Node and `npm ci --prefix tests/browser`"]
 async fn eventsource_in_chromium() {
-    if let Some(missing) = missing_tools() {
-        panic!("the browser test cannot run: {missing}");
-    }
     let base = start_test_server().await;
     let chat = serve(chat::app(chat::hub())).await;
     let (limited, limited_stats) = start_limited_server().await;
@@ -296,30 +270,14 @@ async fn eventsource_in_chromium() {
     #[cfg(not(feature = "redis"))]
     let cluster_args = ["-".to_owned(), "-".to_owned(), "-".to_owned()];
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let run = tokio::process::Command::new("node")
-        .arg(dir.join("run.mjs"))
-        .arg(format!("http://{base}"))
-        .arg(format!("http://{chat}"))
-        .arg(format!("http://{limited}"))
-        .arg(format!("https://localhost:{}", https.port()))
-        .args(&cluster_args)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the browser run finished in time")
-        .expect("node started");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "node failed: {stderr}\n{stdout}");
-    let results: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("bad output ({e}): {stdout}\n{stderr}"));
-    assert!(
-        results.get("error").is_none(),
-        "browser run failed: {}",
-        results["error"]
-    );
+    let mut args = vec![
+        format!("http://{base}"),
+        format!("http://{chat}"),
+        format!("http://{limited}"),
+        format!("https://localhost:{}", https.port()),
+    ];
+    args.extend(cluster_args.iter().cloned());
+    let results: Value = common::run_in_chromium("run.mjs", &args).await;
     println!("browser results: {results}");
 
     // Multi-line data intact (every break kind arrives as LF), trailing newline and leading

@@ -1,4 +1,6 @@
 //! End-to-end tests of the example servers over real sockets, checking the events they send.
+// Each example file is included whole, with its own copy of the examples' logging helper.
+#![allow(clippy::duplicate_mod)]
 
 mod common;
 
@@ -48,12 +50,14 @@ async fn chat_room_messages_presence_and_replay() {
     assert_eq!(json(&joined[0])["online"], 1);
 
     let mut bob = RawClient::get(addr, "/rooms/den/events?user=bob", &[]).await;
-    // Bob, a newcomer, sees the recent history: alice's join, then his own.
-    let seen = bob.events(2).await;
+    // Bob, a newcomer, sees the recent messages (none yet), then his own join: notices are
+    // live only, and carry no id.
+    let seen = bob.events(1).await;
     assert_eq!(
-        seen.iter().map(|m| m.event.as_str()).collect::<Vec<_>>(),
-        ["join", "join"]
+        (seen[0].event.as_str(), json(&seen[0])["user"].as_str()),
+        ("join", Some("bob"))
     );
+    assert_eq!(seen[0].last_event_id, "");
     let got = alice.events(1).await;
     assert_eq!(
         (got[0].event.as_str(), json(&got[0])["user"].as_str()),
@@ -101,7 +105,7 @@ async fn chat_room_messages_presence_and_replay() {
         &[("last-event-id", &bob_last)],
     )
     .await;
-    let missed = bob.events(4).await;
+    let missed = bob.events(3).await;
     let texts: Vec<String> = missed
         .iter()
         .map(|m| {
@@ -111,8 +115,9 @@ async fn chat_room_messages_presence_and_replay() {
                 .unwrap_or_else(|| m.event.clone())
         })
         .collect();
-    // What he missed, then his own (re)join.
-    assert_eq!(texts, ["leave", r#""one""#, r#""two""#, "join"]);
+    // The messages he missed (his own leave is no message), then his own (re)join: a stream
+    // reads the room before its notices.
+    assert_eq!(texts, [r#""one""#, r#""two""#, "join"]);
     assert!(
         eventually(Duration::from_secs(5), || hub.topic("den").subscribers()
             == 2)
@@ -277,4 +282,98 @@ async fn notifications_reach_one_user_or_all_and_resume() {
     .await;
     let got = alice.events(1).await;
     assert_eq!(json(&got[0])["body"], "while away");
+}
+
+/// A broker that is down: every publish fails at once (a chat on a Redis that went away).
+#[derive(Debug)]
+struct Down;
+
+impl tower_sse::hub::Broker for Down {
+    fn attach(&self, _feed: tower_sse::hub::broker::Feed) {}
+
+    fn publish(
+        &self,
+        _topic: &str,
+        _event: tower_sse::Event,
+    ) -> tower_sse::hub::broker::BrokerFuture {
+        Box::pin(async {
+            Err(tower_sse::hub::PublishError::Unavailable(
+                "connection refused".into(),
+            ))
+        })
+    }
+
+    fn follow(&self, _topic: &str) {}
+
+    fn unfollow(&self, _topic: &str) {}
+}
+
+async fn serve_chat(hub: Hub) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, chat::app(hub)).await.unwrap() });
+    addr
+}
+
+/// The example apps as a person uses them, in Chromium (tests/browser/examples.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node and `npm ci --prefix tests/browser`"]
+async fn the_examples_keep_their_promises_in_chromium() {
+    let chat = serve_chat(chat::hub()).await;
+    let failing = serve_chat(Hub::builder().broker(Down).build()).await;
+    let notify = start_notifications().await;
+    let args = [chat, failing, notify].map(|a| format!("http://{a}"));
+    let results = common::run_in_chromium("examples.mjs", &args).await;
+    println!("browser results: {results}");
+
+    // A refused message stays in the box with the reason; nothing is posted.
+    let too_long = &results["tooLong"];
+    assert_eq!(too_long["kept"], true, "{too_long}");
+    let problem = too_long["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("422") && problem.contains("2000"),
+        "{problem}"
+    );
+    assert_eq!(too_long["messages"], serde_json::json!([]), "{too_long}");
+    let unavailable = &results["unavailable"];
+    assert_eq!(
+        unavailable["kept"], "does this get through?",
+        "{unavailable}"
+    );
+    assert!(
+        unavailable["problem"].as_str().unwrap().contains("503"),
+        "{unavailable}"
+    );
+
+    // Six visitors came and went after three messages: a late joiner sees the three messages,
+    // and no old join or leave notice (only its own join).
+    let presence = &results["presence"];
+    assert_eq!(
+        presence["late"],
+        serde_json::json!(["host: first", "host: second", "host: third"]),
+        "{presence}"
+    );
+    assert_eq!(
+        presence["lateNotices"],
+        serde_json::json!(["late joined (2 online on this server)"]),
+        "{presence}"
+    );
+    assert!(
+        presence["hostNotices"].as_u64().unwrap() >= 12,
+        "{presence}"
+    );
+
+    // Carol, never online, finds what was sent to her; back later, exactly one more.
+    let offline = &results["offline"];
+    assert_eq!(
+        offline["first"],
+        serde_json::json!(["two", "one"]),
+        "{offline}"
+    );
+    assert_eq!(
+        offline["again"],
+        serde_json::json!(["three", "two", "one"]),
+        "{offline}"
+    );
+    assert_eq!(offline["sent"], "sent", "{offline}");
 }

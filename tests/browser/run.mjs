@@ -4,26 +4,12 @@
 // usage: node run.mjs <base url of the test server> <base url of the chat example>
 //                     <base url of the server with a stream limit> <base url of the HTTPS server>
 //                     <chat server 1> <proxy to chat server 2> <proxy control> (or "-" each)
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, chatBase, limitedBase, httpsBase, nodeOne, nodeTwo, control] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    // The HTTPS test server's certificate is self-signed, made for the run.
-    "--ignore-certificate-errors",
-  ],
-});
+// The HTTPS test server's certificate is self-signed, made for the run.
+const browser = await launch(["--ignore-certificate-errors"]);
 
 const results = {};
 try {

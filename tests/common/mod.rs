@@ -378,3 +378,55 @@ pub async fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
         .unwrap_or_default();
     (output, String::from_utf8(lines).unwrap())
 }
+
+/// What the browser tests lack, if anything: Chromium, `npm ci --prefix tests/browser`, Node.
+pub fn browser_tools_missing() -> Option<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !std::path::Path::new(&chromium).exists() {
+        return Some(format!(
+            "{chromium} is missing (apt-get install -y chromium)"
+        ));
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Some("playwright-core is missing (npm ci --prefix tests/browser)".into());
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Some("node is missing".into());
+    }
+    None
+}
+
+/// Runs `tests/browser/<script>` with Node (it drives Chromium) and returns the JSON object it
+/// prints, failing the test if a tool is missing, the run fails or takes over two minutes, or
+/// the script reports an error.
+pub async fn run_in_chromium(script: &str, args: &[String]) -> serde_json::Value {
+    if let Some(missing) = browser_tools_missing() {
+        panic!("the browser test cannot run: {missing}");
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser run finished in time")
+        .expect("node started");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "node failed: {stderr}\n{stdout}");
+    let results: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bad output ({e}): {stdout}\n{stderr}"));
+    assert!(
+        results.get("error").is_none(),
+        "browser run failed: {}",
+        results["error"]
+    );
+    results
+}
