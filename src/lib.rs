@@ -30,6 +30,52 @@
 //! # }
 //! ```
 //!
+//! # A small app
+//!
+//! A chat room on axum (feature `axum`): a POST publishes to the room's [`hub::Topic`], every
+//! open stream receives it, and a client that reconnects replays what it missed from its
+//! `Last-Event-ID`.
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")] mod app {
+//! use axum::{extract::{Path, State}, routing::get, Router};
+//! use tower_sse::{hub::{Hub, Subscription}, Event, LastEventId, SseBody, SseLayer};
+//!
+//! async fn events(
+//!     State(hub): State<Hub>,
+//!     Path(room): Path<String>,
+//!     last: Option<LastEventId>,
+//! ) -> SseBody<Subscription> {
+//!     // The last 20 messages for a newcomer; exactly what was missed for a reconnect.
+//!     SseBody::new(hub.topic(&room).subscribe_with_recent(last.as_ref(), 20))
+//! }
+//!
+//! async fn post(State(hub): State<Hub>, Path(room): Path<String>, text: String) -> String {
+//!     match hub.topic(&room).publish(Event::message(text)).await {
+//!         Ok(id) => id,
+//!         Err(err) => format!("not sent: {err}"),
+//!     }
+//! }
+//!
+//! pub async fn main() {
+//!     let app = Router::new()
+//!         .route("/rooms/{room}", get(events).post(post))
+//!         .with_state(Hub::new())
+//!         .layer(SseLayer::new());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//!     axum::serve(listener, app).await.unwrap();
+//! }
+//! # }
+//! # #[cfg(feature = "axum")] #[tokio::main] async fn main() { app::main().await }
+//! # #[cfg(not(feature = "axum"))] fn main() {}
+//! ```
+//!
+//! The repository's `examples/` are fuller programs to copy: `chat` (rooms, presence, resume,
+//! many servers on Redis; `cargo run --example chat --features axum`), `notifications`
+//! (per-user push on warp, with resume for a user who was offline), `live_data` (a JSON
+//! dashboard feed on hyper), `hyper_ticker` (the smallest server). The README maps every item
+//! of axum's `Sse` to this crate's.
+//!
 //! # Pieces
 //!
 //! - [`Event`]: one event, encoded once when built, cloned in O(1); bad names, ids and comments
@@ -70,12 +116,17 @@
 //! # Features
 //!
 //! - `json`: `Event::json` and `EventBuilder::json_data`, with serde.
-//! - `axum`: `SseBody` as an axum response, `LastEventId` and `Disconnect` extractors, and a
-//!   send-timeout listener for `axum::serve` (module `axum`).
-//! - `warp`: `SseBody` as a warp reply (module `warp`).
-//! - `tcp`: `io::tcp_user_timeout`, for peers that vanish without closing (Linux).
+//! - `axum`: `SseBody` as an axum response, `LastEventId`, `Disconnect` and `SseContext`
+//!   extractors, and a send-timeout listener for `axum::serve` (module `axum`); brings `json`.
+//! - `warp`: `SseBody` as a warp reply, `last_event_id()` and `context()` filters (module
+//!   `warp`); brings `json`.
+//! - `tcp`: `io::tcp_user_timeout` and `io::tcp_notsent_lowat`, for peers that vanish without
+//!   closing and a send timeout that times the peer (Linux).
 //! - `server`: `serve::Server`, which serves any tower service over HTTP/1.1 and h2c with the
 //!   timeouts, connection cap and graceful shutdown that long-lived streams need.
+//! - `rustls`: HTTPS for `serve::Server` (`Server::rustls`), with HTTP/2 for browsers.
+//! - `redis`: the hub across server processes through Redis (`hub::redis`,
+//!   `HubBuilder::redis`); needs Rust 1.88.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]

@@ -61,6 +61,12 @@ pub enum ErrorPolicy {
     /// network error. Events the stream yielded before the error are handed to the server
     /// first, and the body yields to the scheduler before the error, so that the server writes
     /// them out before it aborts (hyper 1 drops what it has buffered but not written).
+    ///
+    /// Those bytes reach the client, but a browser may not show them: Chromium can drop event
+    /// data it has received but not yet parsed when a transfer ends abnormally (an aborted body
+    /// after 2 MiB lost its last events in most runs). For browsers, use
+    /// [`Close`](ErrorPolicy::Close): it ends the response normally, so every event before the
+    /// error is dispatched.
     Abort,
 }
 
