@@ -1,8 +1,6 @@
 //! `serve::Server` against hostile clients over real loopback sockets: each test quotes the
 //! promise it attacks (from `src/serve/mod.rs`, `src/io.rs` and `src/axum.rs`) and checks it
 //! with generous upper bounds; tight figures are printed, not asserted.
-//!
-//! Tests marked `// FAILS:` assert a promise the server does not keep today.
 
 mod common;
 
@@ -961,17 +959,16 @@ async fn http2_frames_that_are_not_requests_do_not_hold_an_idle_connection_open(
 // The send timeout
 // ---------------------------------------------------------------------------------------------
 
-/// Attacks: "How long the peer may take in no bytes while the server has some to send before
-/// the connection is closed (a client that stopped reading, or vanished)" (`send_timeout`) and
-/// "every connection gets a send timeout ... that measures the peer's progress" (module docs).
+/// Attacks: "a stream whose body has had a frame out, waiting for window, for this timeout is
+/// reset (`RST_STREAM`) and its body dropped" (`send_timeout`) and "an HTTP/2 stream whose
+/// client stopped reading it (a frame its body has out got no flow-control window for one send
+/// timeout) is reset alone" (module docs), over h2c and h2 over TLS.
 ///
 /// An HTTP/2 client whose connection task keeps reading the socket and answering PINGs, but
 /// whose application stopped reading the stream: it grants no more flow-control window, so the
-/// server has bytes to send that the peer never takes in.
-// FAILS: the stream is never dropped. hyper stops polling the body once the stream's window is
-// shut, no socket write is ever pending, so the send timeout never arms; the PINGs are answered,
-// so the keep-alive never fires; the stream is in flight, so the idle timeout never applies.
-// The connection (and its slot, and the stream's subscription) is held for ever.
+/// server has bytes to send that the peer never takes in. No socket write is pending (the
+/// socket's send timeout never arms), the PINGs are answered and the stream is in flight: only
+/// the stream's own timing can cut it.
 #[tokio::test]
 async fn http2_a_stream_the_client_stops_reading_is_cut_by_the_send_timeout() {
     const SEND_TIMEOUT: Duration = Duration::from_secs(1);
