@@ -1276,11 +1276,12 @@ async fn http2_over_tls_a_peer_silent_to_pings_is_closed() {
 // ---------------------------------------------------------------------------------------------
 
 /// Attacks: "A connection holds its slot until it closes: one that brings no request holds it
-/// at most the header_read_timeout, one with no request in flight at most the idle_timeout"
-/// (`max_connections`) and "the timeouts above bound how long a client that sends nothing
-/// useful holds a slot" (module docs). Round 1: every slot taken by a silent TCP client, a TLS
-/// ClientHello dribbled, an HTTP/1.1 head dribbled. Round 2: every slot taken by an h2c client
-/// that brought one request and now chatters PINGs and ignores the GOAWAY.
+/// at most the header_read_timeout, one with no request in flight at most the idle_timeout (an
+/// HTTP/2 one that ignores the GOAWAY sent then, one second more)" (`max_connections`) and "the
+/// timeouts above bound how long a client that sends nothing useful holds a slot" (module
+/// docs). Round 1: every slot taken by a silent TCP client, a TLS ClientHello dribbled, an
+/// HTTP/1.1 head dribbled. Round 2: every slot taken by an h2c client that brought one request
+/// and now chatters PINGs and ignores the GOAWAY.
 #[tokio::test]
 async fn max_connections_squatters_hold_their_slots_only_for_the_timeouts() {
     const T: Duration = Duration::from_millis(1500);

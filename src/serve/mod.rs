@@ -22,6 +22,12 @@
 //!   after the idle timeout.
 //! - **A connection cap**: beyond it, new connections wait in the listen queue; the timeouts
 //!   above bound how long a client that sends nothing useful holds a slot.
+//! - **The listen backlog**: connections beyond the cap wait in the kernel's listen queue,
+//!   out of reach of every server timeout. `TcpListener::bind` gives it 128 places, and a
+//!   burst of connects beyond them (Linux then answers with SYN cookies) leaves clients
+//!   connected to sockets the server never accepts: for bursts, bind with
+//!   [`tokio::net::TcpSocket`], `bind(addr)`, then `listen(4096)` (capped by
+//!   `net.core.somaxconn`).
 //! - **Accept errors** (out of descriptors, say) back off instead of spinning, and are logged.
 //! - **Graceful shutdown** from a signal future: stop accepting, end the SSE streams (the
 //!   [`Shutdown`] given to [`Server::shutdown`], with its final event), let connections finish
@@ -202,10 +208,12 @@ impl Server {
     }
 
     /// The most connections served at once; further ones wait in the listen queue until one
-    /// closes. A connection holds its slot until it closes: one that brings no request holds
-    /// it at most the [`header_read_timeout`](Server::header_read_timeout), one with no request
-    /// in flight at most the [`idle_timeout`](Server::idle_timeout). At least 1. Default: no
-    /// limit (the process's file descriptors are one).
+    /// closes (see the [module docs](self) for its size). A connection holds its slot until it
+    /// closes: one that brings no request holds it at most the
+    /// [`header_read_timeout`](Server::header_read_timeout), one with no request in flight at
+    /// most the [`idle_timeout`](Server::idle_timeout) (an HTTP/2 one that ignores the GOAWAY
+    /// sent then, one second more). At least 1. Default: no limit (the process's file
+    /// descriptors are one).
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.config.max_connections = limit.clamp(1, Semaphore::MAX_PERMITS);
         self
