@@ -1,8 +1,6 @@
 //! `serve::Server` against hostile clients over real loopback sockets: each test quotes the
 //! promise it attacks (from `src/serve/mod.rs`, `src/io.rs` and `src/axum.rs`) and checks it
 //! with generous upper bounds; tight figures are printed, not asserted.
-//!
-//! Tests marked `// FAILS:` assert a promise the server does not keep today.
 
 mod common;
 
@@ -961,17 +959,16 @@ async fn http2_frames_that_are_not_requests_do_not_hold_an_idle_connection_open(
 // The send timeout
 // ---------------------------------------------------------------------------------------------
 
-/// Attacks: "How long the peer may take in no bytes while the server has some to send before
-/// the connection is closed (a client that stopped reading, or vanished)" (`send_timeout`) and
-/// "every connection gets a send timeout ... that measures the peer's progress" (module docs).
+/// Attacks: "a stream whose body has had a frame out, waiting for window, for this timeout is
+/// reset (`RST_STREAM`) and its body dropped" (`send_timeout`) and "an HTTP/2 stream whose
+/// client stopped reading it (a frame its body has out got no flow-control window for one send
+/// timeout) is reset alone" (module docs), over h2c and h2 over TLS.
 ///
 /// An HTTP/2 client whose connection task keeps reading the socket and answering PINGs, but
 /// whose application stopped reading the stream: it grants no more flow-control window, so the
-/// server has bytes to send that the peer never takes in.
-// FAILS: the stream is never dropped. hyper stops polling the body once the stream's window is
-// shut, no socket write is ever pending, so the send timeout never arms; the PINGs are answered,
-// so the keep-alive never fires; the stream is in flight, so the idle timeout never applies.
-// The connection (and its slot, and the stream's subscription) is held for ever.
+/// server has bytes to send that the peer never takes in. No socket write is pending (the
+/// socket's send timeout never arms), the PINGs are answered and the stream is in flight: only
+/// the stream's own timing can cut it.
 #[tokio::test]
 async fn http2_a_stream_the_client_stops_reading_is_cut_by_the_send_timeout() {
     const SEND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -1279,11 +1276,12 @@ async fn http2_over_tls_a_peer_silent_to_pings_is_closed() {
 // ---------------------------------------------------------------------------------------------
 
 /// Attacks: "A connection holds its slot until it closes: one that brings no request holds it
-/// at most the header_read_timeout, one with no request in flight at most the idle_timeout"
-/// (`max_connections`) and "the timeouts above bound how long a client that sends nothing
-/// useful holds a slot" (module docs). Round 1: every slot taken by a silent TCP client, a TLS
-/// ClientHello dribbled, an HTTP/1.1 head dribbled. Round 2: every slot taken by an h2c client
-/// that brought one request and now chatters PINGs and ignores the GOAWAY.
+/// at most the header_read_timeout, one with no request in flight at most the idle_timeout (an
+/// HTTP/2 one that ignores the GOAWAY sent then, one second more)" (`max_connections`) and "the
+/// timeouts above bound how long a client that sends nothing useful holds a slot" (module
+/// docs). Round 1: every slot taken by a silent TCP client, a TLS ClientHello dribbled, an
+/// HTTP/1.1 head dribbled. Round 2: every slot taken by an h2c client that brought one request
+/// and now chatters PINGs and ignores the GOAWAY.
 #[tokio::test]
 async fn max_connections_squatters_hold_their_slots_only_for_the_timeouts() {
     const T: Duration = Duration::from_millis(1500);

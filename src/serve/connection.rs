@@ -5,6 +5,7 @@
 use super::{
     activity::{Activity, Tracked},
     deadline::{Deadlines, Expiry},
+    reset::StreamExecutor,
     Config, Phase, Tls,
 };
 use crate::{io::SendTimeout, BoxError};
@@ -14,7 +15,7 @@ use hyper::{
     server::conn::{http1, http2},
 };
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::graceful::GracefulConnection,
     service::TowerToHyperService,
 };
@@ -174,12 +175,17 @@ where
     let deadlines = Deadlines::new(stage.first_request_by(), stage.config.idle_timeout);
     let activity = Activity::new(stage.accepted);
     let Stage {
-        config, watcher, ..
+        config,
+        watcher,
+        accepted: stage_accepted,
     } = stage;
     let io = TokioIo::new(io);
     let service = Tracked::new(TowerToHyperService::new(service), activity.clone());
     let result = if h2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
+        // hyper stops polling a stream's body while the peer grants it no window, and PINGs
+        // keep the connection alive: each stream's frames are timed on their own.
+        let deadlines = deadlines.watch_sends(config.send_timeout, stage_accepted);
+        let mut builder = http2::Builder::new(StreamExecutor::new(activity.clone()));
         builder
             .timer(TokioTimer::new())
             .keep_alive_interval(config.http2_keep_alive_interval)
@@ -237,9 +243,25 @@ where
                     return Ok(());
                 }
                 Expiry::Gone => return Ok(()),
+                Expiry::Sends => reset_stalled(activity, &mut deadlines),
             },
         }
     }
+}
+
+/// Resets the streams whose frame has waited the whole send timeout for the peer to take it.
+fn reset_stalled(activity: &Activity, deadlines: &mut Deadlines) {
+    let Some(mut check) = deadlines.check_sends(Instant::now()) else {
+        return;
+    };
+    let reset = activity.reset_stalled(&mut check);
+    if reset > 0 {
+        tracing::debug!(
+            streams = reset,
+            "HTTP/2 stream reset: the peer took none of its data within the send timeout"
+        );
+    }
+    deadlines.sends_checked(&check);
 }
 
 /// Sleeps until the deadline, if there is one, and says what it was.

@@ -12,13 +12,22 @@
 //! - **Stalled and vanished peers**: every connection gets a send timeout
 //!   ([`io::SendTimeout`](crate::io::SendTimeout)) that measures the peer's progress, with
 //!   `TCP_USER_TIMEOUT` and a small unsent queue (`TCP_NOTSENT_LOWAT`) on Linux, and
-//!   `TCP_NODELAY`; HTTP/2 connections get keep-alive PINGs.
+//!   `TCP_NODELAY`; HTTP/2 connections get keep-alive PINGs, and an HTTP/2 stream whose
+//!   client stopped reading it (a frame its body has out got no flow-control window for one
+//!   send timeout) is reset alone (`RST_STREAM`, its body dropped); the connection's other
+//!   streams go on.
 //! - **Slowloris**: the first request must arrive within one header-read timeout from accept,
 //!   whatever the protocol (the preface peek, the TLS handshake and the request head or the
 //!   first HTTP/2 request all draw on it); a connection with no request in flight is closed
 //!   after the idle timeout.
 //! - **A connection cap**: beyond it, new connections wait in the listen queue; the timeouts
 //!   above bound how long a client that sends nothing useful holds a slot.
+//! - **The listen backlog**: connections beyond the cap wait in the kernel's listen queue,
+//!   out of reach of every server timeout. `TcpListener::bind` gives it 128 places, and a
+//!   burst of connects beyond them (Linux then answers with SYN cookies) leaves clients
+//!   connected to sockets the server never accepts: for bursts, bind with
+//!   [`tokio::net::TcpSocket`], `bind(addr)`, then `listen(4096)` (capped by
+//!   `net.core.somaxconn`).
 //! - **Accept errors** (out of descriptors, say) back off instead of spinning, and are logged.
 //! - **Graceful shutdown** from a signal future: stop accepting, end the SSE streams (the
 //!   [`Shutdown`] given to [`Server::shutdown`], with its final event), let connections finish
@@ -44,6 +53,7 @@
 mod activity;
 mod connection;
 mod deadline;
+mod reset;
 
 use crate::{BoxError, Event, Shutdown};
 use http::{Request, Response};
@@ -148,9 +158,19 @@ impl Server {
     }
 
     /// How long the peer may take in no bytes while the server has some to send before the
-    /// connection is closed (a client that stopped reading, or vanished); also set as
-    /// `TCP_USER_TIMEOUT` on Linux. Keep it above the keep-alive interval. Saturates at
+    /// connection is closed (a client that stopped reading, or vanished), and over HTTP/2 how
+    /// long a stream's frame may wait for flow-control window before that stream alone is
+    /// reset; also set as `TCP_USER_TIMEOUT` on Linux. Keep it above the keep-alive interval. Saturates at
     /// 2³¹−1 ms. Default: 30 seconds.
+    ///
+    /// Over HTTP/2 a client can stop reading one stream while its connection still reads the
+    /// socket and answers PINGs: it grants that stream no flow-control window, and the socket
+    /// shows no stall. So each stream is also timed alone: a stream whose body has had a frame
+    /// out, waiting for window, for this timeout is reset (`RST_STREAM`) and its body dropped;
+    /// the connection and its other streams go on. A stream with nothing to send (an idle SSE
+    /// stream) is never cut by it, nor one whose client takes in each frame within the
+    /// timeout, however slowly it reads (an SSE frame stops growing at the 16 KiB
+    /// [`coalesce`](crate::SseLayer::coalesce) cap).
     ///
     /// On Linux each connection's unsent queue is held at 16 KiB (`TCP_NOTSENT_LOWAT`, see
     /// [`io::tcp_notsent_lowat`](crate::io::tcp_notsent_lowat)), so a write waits only while
@@ -188,10 +208,12 @@ impl Server {
     }
 
     /// The most connections served at once; further ones wait in the listen queue until one
-    /// closes. A connection holds its slot until it closes: one that brings no request holds
-    /// it at most the [`header_read_timeout`](Server::header_read_timeout), one with no request
-    /// in flight at most the [`idle_timeout`](Server::idle_timeout). At least 1. Default: no
-    /// limit (the process's file descriptors are one).
+    /// closes (see the [module docs](self) for its size). A connection holds its slot until it
+    /// closes: one that brings no request holds it at most the
+    /// [`header_read_timeout`](Server::header_read_timeout), one with no request in flight at
+    /// most the [`idle_timeout`](Server::idle_timeout) (an HTTP/2 one that ignores the GOAWAY
+    /// sent then, one second more). At least 1. Default: no limit (the process's file
+    /// descriptors are one).
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.config.max_connections = limit.clamp(1, Semaphore::MAX_PERMITS);
         self
