@@ -14,7 +14,8 @@
 //! Each user is one hub topic, so a user who was offline gets what arrived meanwhile (up to the
 //! history of 100): the page keeps the notifications it showed and the id of the last one in
 //! `localStorage`, and opens its stream with `?lastEventId=` so it continues exactly after it,
-//! without a duplicate. Set `PORT` to listen elsewhere (`PORT=0`: a free port); `RUST_LOG` sets
+//! without a duplicate. One away for longer than the history is told (`history-lost`, shown on
+//! the page) and gets the newest 20. Set `PORT` to listen elsewhere (`PORT=0`: a free port); `RUST_LOG` sets
 //! what is logged.
 
 #[path = "support/log.rs"]
@@ -205,8 +206,10 @@ const list = document.getElementById("list");
 const status = document.getElementById("status");
 const sent = document.getElementById("sent");
 const user = () => document.getElementById("user").value;
-// What this page showed a user, and the id of the last one, survive a closed page.
-const key = (what) => `notifications:${user()}:${what}`;
+// What this page showed a user, and the id of the last one, survive a closed page. Kept under
+// the user being watched, not whatever the box says by the time an event arrives.
+let watched = "";
+const key = (what) => `notifications:${watched}:${what}`;
 const shown = () => JSON.parse(localStorage.getItem(key("shown")) || "[]");
 
 function show(n) {
@@ -219,11 +222,12 @@ function show(n) {
 
 function watch() {
   if (source) source.close();
+  watched = user();
   list.innerHTML = "";
   shown().forEach(show);
   const last = localStorage.getItem(key("last"));
   const resume = last ? `?lastEventId=${encodeURIComponent(last)}` : "";
-  source = new EventSource(`/users/${encodeURIComponent(user())}/events${resume}`);
+  source = new EventSource(`/users/${encodeURIComponent(watched)}/events${resume}`);
   source.onopen = () => { status.textContent = "connected"; };
   source.onerror = () => { status.textContent = "reconnecting…"; };
   source.addEventListener("notification", (e) => {
@@ -234,7 +238,7 @@ function watch() {
     show(n);
   });
   source.addEventListener("history-lost", () => {
-    status.textContent = "connected (older notifications could not be replayed)";
+    status.textContent = "connected (you were away longer than the history: the newest are shown)";
   });
 }
 

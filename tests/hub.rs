@@ -605,3 +605,53 @@ async fn evictions_skips_and_lost_histories_are_logged() {
     );
     assert!(logs.contains("hub subscriber told history-lost"), "{logs}");
 }
+
+#[tokio::test]
+async fn an_id_past_the_history_is_told_then_gets_the_recent_events() {
+    let hub = Hub::builder().history(10).build();
+    let topic = hub.topic("inbox");
+    let first = put(&topic, Event::message("0"));
+    for i in 1..30 {
+        put(&topic, Event::message(i.to_string()));
+    }
+    let mut decoder = Decoder::new();
+    // Away longer than the history: told, then the newest `recent` it holds, then live.
+    let mut back = topic.subscribe_with_recent(Some(&id(&first)), 3);
+    let got = ready_messages(&mut back, &mut decoder);
+    assert_eq!(got[0].event, HISTORY_LOST);
+    assert_eq!(data(&got[1..]), numbers(27..30));
+    // With `subscribe`, none: told, then live.
+    let mut plain = topic.subscribe(Some(&id(&first)));
+    let got = ready_messages(&mut plain, &mut Decoder::new());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event, HISTORY_LOST);
+    put(&topic, Event::message("30"));
+    assert_eq!(data(&ready_messages(&mut back, &mut decoder)), ["30"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_from_another_topic_or_an_earlier_one_of_the_same_name_is_no_position() {
+    let hub = Hub::builder().history_age(Duration::from_secs(60)).build();
+    let (alice, bob) = (hub.topic("alice"), hub.topic("bob"));
+    let from_alice = put(&alice, Event::message("for alice"));
+    put(&bob, Event::message("for bob 1"));
+    put(&bob, Event::message("for bob 2"));
+    // Alice's first id is not "bob's first event": bob is told, never skipped silently.
+    let mut sub = bob.subscribe(Some(&id(&from_alice)));
+    let got = ready_messages(&mut sub, &mut Decoder::new());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].event, HISTORY_LOST);
+    // A topic whose history expired and was pruned numbers anew, under another tag: an id
+    // from before is unknown, not the new topic's first event.
+    let old = put(&hub.topic("scratch"), Event::message("old"));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(hub.prune() >= 1);
+    assert!(hub.get("scratch").is_none());
+    let scratch = hub.topic("scratch");
+    put(&scratch, Event::message("new 1"));
+    put(&scratch, Event::message("new 2"));
+    let mut late = scratch.subscribe(Some(&id(&old)));
+    let got = ready_messages(&mut late, &mut Decoder::new());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].event, HISTORY_LOST);
+}

@@ -115,9 +115,9 @@ pub(super) struct Merge {
 }
 
 impl Merge {
-    /// An in-memory topic: live from the start, numbered under the hub's `run`.
-    pub(super) fn local(run: Arc<str>, bounds: Bounds) -> Merge {
-        Merge::new(Some(run), bounds, false, Phase::Live)
+    /// An in-memory topic: live from the start, numbered under its own `tag`.
+    pub(super) fn local(tag: Arc<str>, bounds: Bounds) -> Merge {
+        Merge::new(Some(tag), bounds, false, Phase::Live)
     }
 
     /// A broker's topic: idle until followed.
@@ -410,13 +410,14 @@ impl Merge {
                 .map_or(self.ring.next(), |(_, seq)| *seq),
             None => self.ring.next(),
         };
+        // Where a subscriber with no usable position starts: up to `recent` events back, not
+        // before the ring's start (unless it is behind already: the lag policy says so).
+        let fresh = joined
+            .saturating_sub(recent as u64)
+            .max(self.ring.first().min(joined));
         let Some(id) = last_event_id else {
-            // Not before the ring's start, unless it is behind already (the lag policy says so).
-            let cursor = joined
-                .saturating_sub(recent as u64)
-                .max(self.ring.first().min(joined));
             return Start::At {
-                cursor,
+                cursor: fresh,
                 joined,
                 lost: false,
             };
@@ -431,7 +432,7 @@ impl Merge {
                 Start::Ahead
             }
             Located::Ahead | Located::Unknown => Start::At {
-                cursor: joined,
+                cursor: fresh,
                 joined,
                 lost: true,
             },

@@ -18,8 +18,10 @@
 //!   its last id), `Skip` jumps it to the newest event (which it then receives) after a [`MISSED`]
 //!   event that says how many it missed.
 //! - A subscriber whose `Last-Event-ID` is no longer in the history (too old, from another server
-//!   run, or unknown) receives a [`HISTORY_LOST`] event first, then live events, so the app can
-//!   resync; it never gets a silent partial replay.
+//!   run or another topic, or unknown) receives a [`HISTORY_LOST`] event first, then what a
+//!   subscriber without an id gets (the `recent` newest events of
+//!   [`Topic::subscribe_with_recent`], none with [`Topic::subscribe`]), then live events, so the
+//!   app can resync; it never gets a silent partial replay.
 //! - Every case is counted in [`HubStats`].
 //!
 //! # Ordering
@@ -31,10 +33,11 @@
 //!
 //! # Ids
 //!
-//! An event published without an `id` gets one from the hub: `<run>-<n>`, where `n` counts up per
-//! topic and `<run>` is fixed for the life of the hub, so an id from an earlier server run is
-//! recognised as unknown instead of being mistaken for a position in this one. Events published
-//! with their own ids keep them and are found by exact match.
+//! An event published without an `id` gets one from the hub: `<tag>-<n>`, where `n` counts up per
+//! topic and `<tag>` is random per topic (made when the topic is), so an id from an earlier
+//! server run, from another topic, or from a topic that was removed and made again is recognised
+//! as unknown instead of being mistaken for a position. Events published with their own ids keep
+//! them and are found by exact match.
 //!
 //! # Many processes
 //!
@@ -170,7 +173,6 @@ type Hook = Arc<dyn Fn(&Topic, usize) + Send + Sync>;
 #[derive(Debug)]
 struct Core {
     config: HubBuilder,
-    run: Box<str>,
     counters: Counters,
 }
 
@@ -428,7 +430,6 @@ impl HubBuilder {
         let hub = Hub {
             core: Arc::new(Core {
                 config: self,
-                run: id::random_tag(8).into(),
                 counters: Counters::default(),
             }),
             topics: Arc::default(),

@@ -64,9 +64,9 @@ impl fmt::Debug for Subscription {
 impl Topic {
     /// Subscribes to live events; with a `Last-Event-ID`, first replays the events after it.
     ///
-    /// If the history cannot resume from that id (it is too old, from another server run, or
-    /// unknown), the subscription starts with a [`HISTORY_LOST`](super::HISTORY_LOST) event,
-    /// then goes live.
+    /// If the history cannot resume from that id (it is too old, from another server run or
+    /// another topic, or unknown), the subscription starts with a
+    /// [`HISTORY_LOST`](super::HISTORY_LOST) event, then goes live.
     ///
     /// The position in the history is fixed now, so nothing published from here on is missed;
     /// the subscriber joins the topic (it is counted, and the `on_join` hook runs) when the
@@ -79,9 +79,11 @@ impl Topic {
         self.subscribe_with_recent(last_event_id, 0)
     }
 
-    /// Like [`subscribe`](Topic::subscribe), but a subscriber without a `Last-Event-ID` first
+    /// Like [`subscribe`](Topic::subscribe), but a subscriber without a usable position first
     /// receives up to `recent` of the newest events from the history (a chat room's last
-    /// messages, a dashboard's last values).
+    /// messages, a dashboard's last values): one without a `Last-Event-ID`, and one whose id
+    /// cannot be resumed (after its [`HISTORY_LOST`](super::HISTORY_LOST) event). A subscriber
+    /// away for longer than the history thus gets the newest events it holds, and is told.
     pub fn subscribe_with_recent(
         &self,
         last_event_id: Option<&LastEventId>,

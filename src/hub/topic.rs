@@ -56,7 +56,9 @@ impl Shared {
         let merge = if config.broker.is_some() {
             Merge::brokered(bounds)
         } else {
-            Merge::local(Arc::from(&*core.run), bounds)
+            // A tag of its own: an id from another topic, or from this topic before it was
+            // removed and made again, is unknown here, never a position.
+            Merge::local(Arc::from(super::id::random_tag(12)), bounds)
         };
         let lag = Lag {
             events: config.max_lag_events,
