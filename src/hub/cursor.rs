@@ -209,6 +209,10 @@ impl Cursor {
             now,
         );
         match start {
+            // Not live: a read is on its way, and only a live ring may say an id is lost.
+            Start::Ahead | Start::At { lost: true, .. } if !closed && !merge.is_live() => {
+                Some(Step::Wait)
+            }
             Start::Ahead if !closed => {
                 pending.fresh = true;
                 pending.made = merge.made();

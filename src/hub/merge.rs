@@ -81,8 +81,9 @@ pub(super) enum Start {
         joined: u64,
         lost: bool,
     },
-    /// Its id is of the current epoch but ahead of this ring (this process lags the broker):
-    /// known only after a sync begun from now on.
+    /// Its id is a broker's id this ring has not received (past its newest event, or of an
+    /// epoch it does not hold: this process lags the broker): known only after a sync begun
+    /// from now on.
     Ahead,
 }
 
@@ -364,11 +365,16 @@ impl Merge {
             self.marks.pop_front();
         }
         self.marks.push_back((self.syncs, self.ring.next()));
-        // Held live events follow the read. One of another epoch than the read's is stale or
-        // foreign: dropped. One past a gap makes the topic read again.
+        // Held live events follow the read. One past a gap makes the topic read again. So does
+        // one of another epoch: the read may predate a new history (it found nothing, or the
+        // old epoch), and the next read says; a stale or foreign one is then simply gone.
         for held in held {
             let ours = self.epoch.as_deref() == Some(&*held.epoch);
-            if ours && self.live(&held.epoch, held.offset, held.at, held.event, now) == Fed::Gap {
+            if !ours {
+                self.follow();
+                break;
+            }
+            if self.live(&held.epoch, held.offset, held.at, held.event, now) == Fed::Gap {
                 break;
             }
         }
@@ -456,6 +462,10 @@ impl Merge {
                 if held && matches {
                     return Located::After(seq + 1);
                 }
+            } else if self.brokered {
+                // A broker's id of an epoch this ring does not hold: perhaps one it has not
+                // seen yet (the broker's history started over, or this ring knows no epoch).
+                return Located::Ahead;
             }
         }
         // An id the publisher chose (in-memory hub only): exact match, newest first.
@@ -469,6 +479,8 @@ impl Merge {
 enum Located {
     /// Resume at this sequence number.
     After(u64),
+    /// Not in this ring yet: past its newest event, or of an epoch it does not hold. Only a read
+    /// of the broker can tell whether it exists.
     Ahead,
     Unknown,
 }

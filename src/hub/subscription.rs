@@ -73,8 +73,9 @@ impl Topic {
     /// stream is first polled, that is when its response starts streaming.
     ///
     /// With a [broker](super::broker), a topic this process does not follow yet is read from the
-    /// broker first, and an id this process has not received yet (another process is ahead of
-    /// it) is looked up in a fresh read: the subscriber resumes right after it either way.
+    /// broker first, and a broker id this process has not received yet (another process is
+    /// ahead of it, perhaps in a new epoch) is looked up in a fresh read: the subscriber resumes
+    /// right after it either way, or is told it is lost once the read says so.
     pub fn subscribe(&self, last_event_id: Option<&LastEventId>) -> Subscription {
         self.subscribe_with_recent(last_event_id, 0)
     }
