@@ -696,6 +696,10 @@ async fn history_bytes_at_the_edge_is_one_answer_on_a_live_and_a_reading_node() 
         })
         .collect();
     for (who, hub) in [("live", &a), ("reading", &b)] {
+        // A handle held across the resumes keeps the topic (and the copy of the history this
+        // node read) when the resumes' subscriptions leave; without one, a node that no longer
+        // follows the topic drops it, and a later `topic("t")` is a new, empty one.
+        let held = hub.topic("t");
         assert_eq!(
             resume(hub, &a, "t", edge, kept).await,
             Some(want.clone()),
@@ -706,7 +710,7 @@ async fn history_bytes_at_the_edge_is_one_answer_on_a_live_and_a_reading_node() 
             None,
             "{who}: one past"
         );
-        assert_eq!(hub.topic("t").history_len(), kept, "{who}: history_len");
+        assert_eq!(held.history_len(), kept, "{who}: history_len");
     }
 }
 
