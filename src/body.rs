@@ -5,6 +5,7 @@ use crate::{
     disconnect::{CloseGuard, CloseReason, Disconnect},
     event::{Event, EventBuilder, EventError},
     keep_alive::IdleTimer,
+    lifetime::LifetimeTimer,
     scope,
     settings::{settings_setters, ErrorPolicy, Settings},
     shutdown::ShutdownWatch,
@@ -113,6 +114,8 @@ pin_project! {
     /// - **Coalescing**: events that are ready together go out in one frame, up to a byte cap;
     ///   a lone event is sent without being copied.
     /// - **Keep-alive**: a comment after an idle interval, restarted after every frame.
+    /// - **Lifetime**: with [`max_lifetime`](SseBody::max_lifetime), the stream ends after a
+    ///   jittered lifetime with a block that tells the client to reconnect.
     /// - **Backpressure**: the stream is polled only when the server polls the body, so a client
     ///   that stops reading stalls the producer; nothing is buffered beyond one frame.
     /// - **Disconnect**: dropping the body drops the stream and completes its [`Disconnect`].
@@ -140,6 +143,7 @@ pin_project! {
         #[pin]
         stream: SyncWrapper<S>,
         idle: IdleTimer,
+        lifetime: LifetimeTimer,
         settings: Arc<Settings>,
         state: State,
         guard: Option<CloseGuard>,
@@ -156,10 +160,11 @@ enum State {
     /// Not polled yet: the open frame goes first.
     Opening,
     Streaming,
-    /// Shutdown was triggered: ready events go out up to the byte budget left, then the final
-    /// event.
+    /// Shutdown was triggered, or the lifetime has passed: ready events go out up to the byte
+    /// budget left, then the last frame of that cause.
     Draining {
         budget: usize,
+        cause: Drain,
     },
     /// [`ErrorPolicy::Abort`]: the error waits while the body yields to the scheduler, so the
     /// server writes out what came before it.
@@ -168,6 +173,16 @@ enum State {
         yields: u8,
     },
     Done,
+}
+
+/// Why a stream is draining, which says what its last frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// The final event of the [`Shutdown`](crate::Shutdown) that was triggered.
+    Shutdown,
+    /// The block that tells the client to come back
+    /// ([`max_lifetime`](SseBody::max_lifetime)).
+    Lifetime,
 }
 
 /// How often an aborting body yields before returning its error: once lets an HTTP/1.1
@@ -265,6 +280,7 @@ impl<S> SseBody<S> {
         SseBody {
             stream: SyncWrapper::new(stream),
             idle: IdleTimer::default(),
+            lifetime: LifetimeTimer::default(),
             settings: parts.settings,
             state: if parts.refused {
                 State::Refused(parts.comeback)
@@ -443,6 +459,28 @@ fn before_streaming(
     }
 }
 
+/// A streaming body's next state: draining when a shutdown was triggered or its lifetime has
+/// passed (the shutdown's final event wins when both happen at once), else still streaming.
+fn drain_if_ending(
+    shutdown: Option<&ShutdownWatch>,
+    lifetime: &LifetimeTimer,
+    settings: &Settings,
+) -> State {
+    match shutdown {
+        Some(shutdown) => State::Draining {
+            budget: shutdown.flush_limit(),
+            cause: Drain::Shutdown,
+        },
+        // One coalesced frame of what is ready (one event at least): the client resumes the
+        // rest from its `Last-Event-ID`, and a rotation never waits on a backlog.
+        None if lifetime.is_due() => State::Draining {
+            budget: settings.coalesce.max(1),
+            cause: Drain::Lifetime,
+        },
+        None => State::Streaming,
+    }
+}
+
 /// What ends a stream: the disconnect guard to close with a reason, the error policy, and the
 /// final event of the shutdown that was triggered.
 struct Ends<'a> {
@@ -472,21 +510,50 @@ impl Ends<'_> {
                 State::Done
             }
             Gathered::Full | Gathered::Pending => match state {
-                State::Draining { budget } => {
+                State::Draining { budget, cause } => {
                     let budget = budget.saturating_sub(frame.len);
                     if matches!(gathered, Gathered::Full) && budget > 0 {
-                        return State::Draining { budget };
+                        return State::Draining { budget, cause };
                     }
-                    // Everything that was ready went out (or the budget is spent): the final
-                    // event ends the stream, in the same frame.
-                    if let Some(event) = self.shutdown.and_then(ShutdownWatch::final_event) {
-                        frame.push(event.into_bytes());
-                    }
-                    self.close(CloseReason::Shutdown);
+                    // Everything that was ready went out (or the budget is spent): the last
+                    // frame ends the stream, in the same frame.
+                    self.last_frame(cause, frame);
                     State::Done
                 }
                 state => state,
             },
+        }
+    }
+
+    /// The lifetime passed while the stream had nothing ready, so nothing is left to drain: the
+    /// last frame goes out now.
+    fn lifetime_reached(&self, state: &mut State) -> Polled {
+        let mut frame = FrameBuf::new();
+        let draining = State::Draining {
+            budget: 0,
+            cause: Drain::Lifetime,
+        };
+        *state = self.next_state(draining, Gathered::Pending, &mut frame);
+        Poll::Ready(frame.take().map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    /// Adds the last frame of a drain and records why the stream ended.
+    fn last_frame(&self, cause: Drain, frame: &mut FrameBuf) {
+        match cause {
+            Drain::Shutdown => {
+                if let Some(event) = self.shutdown.and_then(ShutdownWatch::final_event) {
+                    frame.push(event.into_bytes());
+                }
+                self.close(CloseReason::Shutdown);
+            }
+            Drain::Lifetime => {
+                tracing::debug!(
+                    max_lifetime = ?self.settings.max_lifetime,
+                    "SSE stream lifetime reached: the client is told to reconnect"
+                );
+                frame.push(self.settings.lifetime_frame());
+                self.close(CloseReason::Rotated);
+            }
         }
     }
 
@@ -509,22 +576,22 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.project();
         let settings = &**this.settings;
+        // The first poll starts the lifetime; nothing restarts it.
+        this.lifetime.start(settings.max_lifetime);
         if let Some(poll) = before_streaming(this.state, settings, this.idle, cx) {
             return poll;
         }
         let triggered = this.shutdowns.iter().find(|s| s.is_triggered());
-        if let (State::Streaming, Some(shutdown)) = (&*this.state, triggered) {
-            *this.state = State::Draining {
-                budget: shutdown.flush_limit(),
-            };
+        if let State::Streaming = this.state {
+            *this.state = drain_if_ending(triggered, this.lifetime, settings);
         }
 
         let mut frame = FrameBuf::new();
         let stream = this.stream.get_pin_mut();
         let gathered = match *this.state {
-            // Shutdown with no budget left: straight to the final event.
-            State::Draining { budget: 0 } => Gathered::Pending,
-            State::Draining { budget } => {
+            // A drain with no budget left: straight to the last frame.
+            State::Draining { budget: 0, .. } => Gathered::Pending,
+            State::Draining { budget, .. } => {
                 gather(stream, cx, settings.coalesce.min(budget), &mut frame)
             }
             _ => gather(stream, cx, settings.coalesce, &mut frame),
@@ -550,10 +617,13 @@ where
             }
             _ => {}
         }
-        // The stream is pending: wake up for a shutdown, and for the keep-alive timer, which is
-        // polled nowhere else.
+        // The stream is pending: wake up for a shutdown, and for the lifetime and keep-alive
+        // timers, which are polled nowhere else.
         for shutdown in this.shutdowns.iter() {
             shutdown.register(cx);
+        }
+        if this.lifetime.poll(cx).is_ready() {
+            return ends.lifetime_reached(this.state);
         }
         this.idle
             .poll(&settings.keep_alive, cx)

@@ -146,6 +146,7 @@ pub mod hub;
 pub mod io;
 mod keep_alive;
 mod last_event_id;
+mod lifetime;
 mod layer;
 mod scope;
 #[cfg(feature = "server")]
