@@ -938,6 +938,273 @@ mod tests {
         assert_eq!(pulled.load(Ordering::SeqCst), 20);
     }
 
+    /// The `retry:` of the block that ends a stream at its lifetime, after checking every
+    /// other byte of it.
+    fn lifetime_retry(frame: &str) -> u64 {
+        let rest = frame.strip_prefix("retry: ").unwrap_or_else(|| panic!("{frame:?}"));
+        let digits = rest
+            .strip_suffix("\n: stream lifetime reached, reconnect\n\n")
+            .unwrap_or_else(|| panic!("{frame:?}"));
+        digits.parse().unwrap()
+    }
+
+    /// The next frame, which must come by `deadline` (a stream that outlives it fails the test
+    /// instead of hanging it).
+    async fn by(
+        deadline: Instant,
+        body: &mut (impl Body<Data = Bytes, Error = BoxError> + Unpin),
+    ) -> String {
+        let frame = tokio::time::timeout_at(deadline, next(body)).await;
+        frame.expect("the stream outlived its lifetime").unwrap()
+    }
+
+    /// Whether `elapsed` lies in the window a stream of `lifetime` ends in.
+    fn in_window(elapsed: Duration, lifetime: Duration) -> bool {
+        elapsed >= lifetime - lifetime / 10 && elapsed <= lifetime
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_ends_in_its_window_with_the_come_back_block() {
+        let lifetime = Duration::from_secs(100);
+        let (_tx, body) = channel_body();
+        let mut body = body
+            .keep_alive(KeepAlive::disabled())
+            .max_lifetime(lifetime);
+        let ended = body.disconnect_handle();
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        let last = by(start + lifetime * 2, &mut body).await;
+        assert!(in_window(start.elapsed(), lifetime), "{:?}", start.elapsed());
+        assert!((1000..=2000).contains(&lifetime_retry(&last)), "{last:?}");
+        assert!(next(&mut body).await.is_none());
+        assert!(body.is_end_stream());
+        assert_eq!(ended.reason(), Some(CloseReason::Rotated));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_stream_ends_in_its_window_after_every_event_before_the_end() {
+        let lifetime = Duration::from_secs(10);
+        let (tx, body) = channel_body();
+        let body = body.open_frame(false).max_lifetime(lifetime);
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        // An event every tenth of the lifetime, on and on: a clock that events restart would
+        // never end this stream.
+        tokio::spawn(async move {
+            for i in 1.. {
+                tokio::time::sleep_until(start + lifetime / 10 * i).await;
+                if tx.send(Event::message(i.to_string())).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut delivered = Vec::new();
+        let last = loop {
+            let frame = by(start + lifetime * 3, &mut body).await;
+            match frame.strip_prefix("data: ") {
+                Some(data) => delivered.push(data.trim_end().parse::<u32>().unwrap()),
+                None => break frame,
+            }
+        };
+        let ended = start.elapsed();
+        assert!(in_window(ended, lifetime), "{ended:?}");
+        lifetime_retry(&last);
+        assert!(next(&mut body).await.is_none());
+        // Every event sent before the end was delivered, in order, none after it.
+        let k = delivered.len() as u32;
+        assert_eq!(delivered, (1..=k).collect::<Vec<_>>());
+        assert!(lifetime / 10 * k <= ended && ended <= lifetime / 10 * (k + 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_never_pending_still_ends_and_drains_one_frame_first() {
+        let lifetime = Duration::from_secs(10);
+        let events = stream::iter((0u32..).map(|i| Event::message(i.to_string())));
+        // Each event is 9 or 10 bytes: a 20-byte cap closes a frame after two or three.
+        let body = SseBody::new(events)
+            .open_frame(false)
+            .coalesce(20)
+            .max_lifetime(lifetime);
+        let mut body = std::pin::pin!(body);
+        let mut frames = 0;
+        let last = loop {
+            let frame = next(&mut body).await.unwrap();
+            if frame.contains("retry: ") {
+                break frame;
+            }
+            frames += 1;
+            assert!(frames < 100, "the stream outlived its lifetime");
+            // The stream is always ready, so only the clock moves it towards its end.
+            tokio::time::advance(Duration::from_secs(1)).await;
+        };
+        assert!(frames >= 9, "ended early, after {frames} frames");
+        // The events that were ready go out first, in the same frame as the block.
+        let (events, block) = last.split_at(last.find("retry: ").unwrap());
+        assert!(events.starts_with("data: ") && events.len() >= 20, "{last:?}");
+        lifetime_retry(block);
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_opened_together_end_at_spread_out_points_in_the_window() {
+        use futures_util::future::join_all;
+        let lifetime = Duration::from_secs(10);
+        let start = Instant::now();
+        let ends = (0..100).map(|_| async move {
+            let body = SseBody::new(stream::pending::<Event>())
+                .keep_alive(KeepAlive::disabled())
+                .max_lifetime(lifetime);
+            let bytes = tokio::time::timeout(lifetime * 2, body.collect()).await;
+            let bytes = bytes.expect("outlived its lifetime").unwrap().to_bytes();
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            lifetime_retry(text.strip_prefix(":\n").unwrap());
+            start.elapsed()
+        });
+        let ends = join_all(ends).await;
+        assert!(ends.iter().all(|end| in_window(*end, lifetime)), "{ends:?}");
+        let (min, max) = (ends.iter().min().unwrap(), ends.iter().max().unwrap());
+        // 100 uniform draws over a 1 s window span far more than half of it.
+        assert!(*max - *min >= lifetime / 20, "{min:?}..{max:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_neither_restart_nor_outlast_the_lifetime() {
+        // Shorter than the keep-alive interval: no keep-alive at all.
+        let (_tx, body) = channel_body();
+        let body = body
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+            .max_lifetime(Duration::from_secs(2));
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        lifetime_retry(&by(start + Duration::from_secs(4), &mut body).await);
+        assert!(in_window(start.elapsed(), Duration::from_secs(2)));
+        assert!(next(&mut body).await.is_none());
+
+        // Longer: keep-alives at 5, 10 and 15 s, then the end, on the first poll's clock.
+        let (_tx, body) = channel_body();
+        let lifetime = Duration::from_secs(20);
+        let body = body
+            .open_frame(false)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
+            .max_lifetime(lifetime);
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(next(&mut body).await.unwrap(), ": keep-alive\n");
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+        lifetime_retry(&by(start + lifetime * 2, &mut body).await);
+        assert!(in_window(start.elapsed(), lifetime), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_and_the_longest_lifetimes_saturate() {
+        // Zero: the open frame, then the block, at once.
+        let (_tx, body) = channel_body();
+        let body = body.max_lifetime(Duration::ZERO);
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        lifetime_retry(&by(start + Duration::from_secs(1), &mut body).await);
+        assert!(next(&mut body).await.is_none());
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        // Zero with no open frame: the block is the whole body.
+        let body = SseBody::new(stream::pending::<Event>())
+            .open_frame(false)
+            .max_lifetime(Duration::ZERO)
+            .lifetime_retry(Duration::ZERO);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "retry: 0\n: stream lifetime reached, reconnect\n\n");
+
+        // The longest: no overflow on the first poll, and the end in the saturated window.
+        let (_tx, body) = channel_body();
+        let body = body
+            .open_frame(false)
+            .keep_alive(KeepAlive::disabled())
+            .max_lifetime(Duration::MAX)
+            .lifetime_retry(Duration::MAX);
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        let early = tokio::time::timeout(Duration::from_secs(86_400), next(&mut body)).await;
+        assert!(early.is_err(), "nothing within a day");
+        let last = by(start + crate::delay::MAX_DELAY * 2, &mut body).await;
+        assert_eq!(lifetime_retry(&last), 2_147_483_647);
+        assert!(in_window(start.elapsed(), crate::delay::MAX_DELAY));
+    }
+
+    /// A layer-built body of an endless stream, with the layer's stream counts.
+    async fn under_layer(
+        layer: crate::SseLayer,
+        lifetime: Option<Duration>,
+    ) -> (SseBody<stream::Pending<Event>>, crate::StreamStats) {
+        use tower::{ServiceBuilder, ServiceExt};
+        let stats = layer.stream_stats();
+        let service = ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(move |_req: http::Request<()>| async move {
+                let body = SseBody::new(stream::pending::<Event>()).open_frame(false);
+                let body = match lifetime {
+                    Some(lifetime) => body.max_lifetime(lifetime),
+                    None => body,
+                };
+                Ok::<_, Infallible>(http::Response::new(body))
+            });
+        let response = service.oneshot(http::Request::new(())).await.unwrap();
+        (response.into_body(), stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bodys_lifetime_overrides_the_layers_and_ends_are_counted() {
+        let layer = crate::SseLayer::new()
+            .keep_alive(KeepAlive::disabled())
+            .max_lifetime(Duration::from_secs(1000))
+            .lifetime_retry(Duration::from_secs(30));
+        let (mut body, stats) = under_layer(layer.clone(), Some(Duration::from_secs(10))).await;
+        let ended = body.disconnect_handle();
+        let start = Instant::now();
+        let bytes = tokio::time::timeout(Duration::from_secs(20), body.collect()).await;
+        let bytes = bytes.expect("outlived its lifetime").unwrap().to_bytes();
+        assert!(in_window(start.elapsed(), Duration::from_secs(10)));
+        // The layer's other lifetime setting still applies.
+        let retry = lifetime_retry(std::str::from_utf8(&bytes).unwrap());
+        assert!((30_000..=60_000).contains(&retry), "{retry}");
+        assert_eq!(ended.reason(), Some(CloseReason::Rotated));
+        assert_eq!(stats.rotated(), 1);
+
+        // Without its own, a body takes the layer's.
+        let (body, stats) = under_layer(layer, None).await;
+        let start = Instant::now();
+        let collected = tokio::time::timeout(Duration::from_secs(2000), body.collect()).await;
+        collected.expect("outlived its lifetime").unwrap();
+        assert!(in_window(start.elapsed(), Duration::from_secs(1000)));
+        assert_eq!(stats.rotated(), 2, "the count is shared by the layer's clones");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_before_the_lifetime_wins() {
+        let shutdown = crate::Shutdown::new();
+        let layer = crate::SseLayer::new()
+            .keep_alive(KeepAlive::disabled())
+            .max_lifetime(Duration::from_secs(10))
+            .shutdown(&shutdown);
+        let (mut body, stats) = under_layer(layer, None).await;
+        let ended = body.disconnect_handle();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            trigger.trigger(Event::builder().event("bye").data("").build().ok());
+        });
+        let start = Instant::now();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "event: bye\ndata: \n\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert_eq!(ended.reason(), Some(CloseReason::Shutdown));
+        assert_eq!(stats.rotated(), 0);
+    }
+
     #[test]
     fn body_is_unpin_when_the_stream_is() {
         fn assert_unpin<T: Unpin>() {}

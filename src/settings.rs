@@ -398,6 +398,46 @@ mod tests {
         assert_eq!(longest.open_frame(), "retry: 2147483647\n");
     }
 
+    /// The `retry:` value of a come-back block, after checking the rest of its bytes.
+    fn comeback_retry(frame: &[u8], comment: &str) -> u64 {
+        let text = std::str::from_utf8(frame).unwrap();
+        let rest = text.strip_prefix("retry: ").unwrap();
+        let digits = rest.strip_suffix(&format!("\n{comment}\n\n")).unwrap();
+        digits.parse().unwrap()
+    }
+
+    #[test]
+    fn come_back_blocks_end_with_a_blank_line_and_jitter_their_retry() {
+        let settings = Settings {
+            over_limit_retry: Duration::from_secs(5),
+            lifetime_retry: Duration::from_millis(300),
+            ..Settings::default()
+        };
+        let over = comeback_retry(
+            &settings.comeback_frame(),
+            ": over capacity, come back later",
+        );
+        assert!((5000..=10_000).contains(&over), "{over}");
+        let lifetime = comeback_retry(
+            &settings.lifetime_frame(),
+            ": stream lifetime reached, reconnect",
+        );
+        assert!((300..=600).contains(&lifetime), "{lifetime}");
+        assert_eq!(
+            Settings::default().lifetime_retry,
+            Duration::from_secs(1),
+            "the documented default"
+        );
+        let longest = Settings {
+            lifetime_retry: Duration::MAX,
+            ..Settings::default()
+        };
+        assert_eq!(
+            longest.lifetime_frame(),
+            "retry: 2147483647\n: stream lifetime reached, reconnect\n\n"
+        );
+    }
+
     #[test]
     fn error_event_names_no_detail_unless_asked() {
         let err: BoxError = "secret: postgres://u:pw@db".into();

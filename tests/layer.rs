@@ -269,7 +269,7 @@ async fn inner_errors_pass_through_unchanged() {
 fn comeback_retry(body: &[u8]) -> u64 {
     let text = std::str::from_utf8(body).unwrap();
     let (first, rest) = text.split_once('\n').unwrap();
-    assert_eq!(rest, ": over capacity, come back later\n", "{text:?}");
+    assert_eq!(rest, ": over capacity, come back later\n\n", "{text:?}");
     first.strip_prefix("retry: ").unwrap().parse().unwrap()
 }
 
