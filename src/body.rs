@@ -941,7 +941,9 @@ mod tests {
     /// The `retry:` of the block that ends a stream at its lifetime, after checking every
     /// other byte of it.
     fn lifetime_retry(frame: &str) -> u64 {
-        let rest = frame.strip_prefix("retry: ").unwrap_or_else(|| panic!("{frame:?}"));
+        let rest = frame
+            .strip_prefix("retry: ")
+            .unwrap_or_else(|| panic!("{frame:?}"));
         let digits = rest
             .strip_suffix("\n: stream lifetime reached, reconnect\n\n")
             .unwrap_or_else(|| panic!("{frame:?}"));
@@ -975,7 +977,11 @@ mod tests {
         let start = Instant::now();
         assert_eq!(next(&mut body).await.unwrap(), ":\n");
         let last = by(start + lifetime * 2, &mut body).await;
-        assert!(in_window(start.elapsed(), lifetime), "{:?}", start.elapsed());
+        assert!(
+            in_window(start.elapsed(), lifetime),
+            "{:?}",
+            start.elapsed()
+        );
         assert!((1000..=2000).contains(&lifetime_retry(&last)), "{last:?}");
         assert!(next(&mut body).await.is_none());
         assert!(body.is_end_stream());
@@ -1041,7 +1047,10 @@ mod tests {
         assert!(frames >= 9, "ended early, after {frames} frames");
         // The events that were ready go out first, in the same frame as the block.
         let (events, block) = last.split_at(last.find("retry: ").unwrap());
-        assert!(events.starts_with("data: ") && events.len() >= 20, "{last:?}");
+        assert!(
+            events.starts_with("data: ") && events.len() >= 20,
+            "{last:?}"
+        );
         lifetime_retry(block);
         assert!(next(&mut body).await.is_none());
     }
@@ -1096,7 +1105,11 @@ mod tests {
         }
         assert_eq!(start.elapsed(), Duration::from_secs(15));
         lifetime_retry(&by(start + lifetime * 2, &mut body).await);
-        assert!(in_window(start.elapsed(), lifetime), "{:?}", start.elapsed());
+        assert!(
+            in_window(start.elapsed(), lifetime),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1142,16 +1155,16 @@ mod tests {
     ) -> (SseBody<stream::Pending<Event>>, crate::StreamStats) {
         use tower::{ServiceBuilder, ServiceExt};
         let stats = layer.stream_stats();
-        let service = ServiceBuilder::new()
-            .layer(layer)
-            .service_fn(move |_req: http::Request<()>| async move {
+        let service = ServiceBuilder::new().layer(layer).service_fn(
+            move |_req: http::Request<()>| async move {
                 let body = SseBody::new(stream::pending::<Event>()).open_frame(false);
                 let body = match lifetime {
                     Some(lifetime) => body.max_lifetime(lifetime),
                     None => body,
                 };
                 Ok::<_, Infallible>(http::Response::new(body))
-            });
+            },
+        );
         let response = service.oneshot(http::Request::new(())).await.unwrap();
         (response.into_body(), stats)
     }
@@ -1180,7 +1193,11 @@ mod tests {
         let collected = tokio::time::timeout(Duration::from_secs(2000), body.collect()).await;
         collected.expect("outlived its lifetime").unwrap();
         assert!(in_window(start.elapsed(), Duration::from_secs(1000)));
-        assert_eq!(stats.rotated(), 2, "the count is shared by the layer's clones");
+        assert_eq!(
+            stats.rotated(),
+            2,
+            "the count is shared by the layer's clones"
+        );
     }
 
     #[tokio::test(start_paused = true)]

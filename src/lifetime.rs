@@ -80,7 +80,10 @@ mod tests {
         let lifetime = Duration::from_secs(100);
         for _ in 0..1000 {
             let drawn = draw(lifetime);
-            assert!(drawn >= Duration::from_secs(90) && drawn <= lifetime, "{drawn:?}");
+            assert!(
+                drawn >= Duration::from_secs(90) && drawn <= lifetime,
+                "{drawn:?}"
+            );
         }
         assert_eq!(draw(Duration::ZERO), Duration::ZERO);
         assert!(draw(Duration::MAX) <= delay::MAX_DELAY);
@@ -104,6 +107,9 @@ mod tests {
         let mut endless = LifetimeTimer::default();
         endless.start(None);
         endless.start(Some(Duration::ZERO));
-        assert!(!endless.is_due(), "a body started without a lifetime keeps none");
+        assert!(
+            !endless.is_due(),
+            "a body started without a lifetime keeps none"
+        );
     }
 }
