@@ -5,6 +5,7 @@ use crate::{
     disconnect::{CloseGuard, CloseReason, Disconnect},
     event::{Event, EventBuilder, EventError},
     keep_alive::IdleTimer,
+    lifetime::LifetimeTimer,
     scope,
     settings::{settings_setters, ErrorPolicy, Settings},
     shutdown::ShutdownWatch,
@@ -113,6 +114,8 @@ pin_project! {
     /// - **Coalescing**: events that are ready together go out in one frame, up to a byte cap;
     ///   a lone event is sent without being copied.
     /// - **Keep-alive**: a comment after an idle interval, restarted after every frame.
+    /// - **Lifetime**: with [`max_lifetime`](SseBody::max_lifetime), the stream ends after a
+    ///   jittered lifetime with a block that tells the client to reconnect.
     /// - **Backpressure**: the stream is polled only when the server polls the body, so a client
     ///   that stops reading stalls the producer; nothing is buffered beyond one frame.
     /// - **Disconnect**: dropping the body drops the stream and completes its [`Disconnect`].
@@ -140,6 +143,7 @@ pin_project! {
         #[pin]
         stream: SyncWrapper<S>,
         idle: IdleTimer,
+        lifetime: LifetimeTimer,
         settings: Arc<Settings>,
         state: State,
         guard: Option<CloseGuard>,
@@ -156,10 +160,11 @@ enum State {
     /// Not polled yet: the open frame goes first.
     Opening,
     Streaming,
-    /// Shutdown was triggered: ready events go out up to the byte budget left, then the final
-    /// event.
+    /// Shutdown was triggered, or the lifetime has passed: ready events go out up to the byte
+    /// budget left, then the last frame of that cause.
     Draining {
         budget: usize,
+        cause: Drain,
     },
     /// [`ErrorPolicy::Abort`]: the error waits while the body yields to the scheduler, so the
     /// server writes out what came before it.
@@ -168,6 +173,16 @@ enum State {
         yields: u8,
     },
     Done,
+}
+
+/// Why a stream is draining, which says what its last frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// The final event of the [`Shutdown`](crate::Shutdown) that was triggered.
+    Shutdown,
+    /// The block that tells the client to come back
+    /// ([`max_lifetime`](SseBody::max_lifetime)).
+    Lifetime,
 }
 
 /// How often an aborting body yields before returning its error: once lets an HTTP/1.1
@@ -265,6 +280,7 @@ impl<S> SseBody<S> {
         SseBody {
             stream: SyncWrapper::new(stream),
             idle: IdleTimer::default(),
+            lifetime: LifetimeTimer::default(),
             settings: parts.settings,
             state: if parts.refused {
                 State::Refused(parts.comeback)
@@ -443,6 +459,28 @@ fn before_streaming(
     }
 }
 
+/// A streaming body's next state: draining when a shutdown was triggered or its lifetime has
+/// passed (the shutdown's final event wins when both happen at once), else still streaming.
+fn drain_if_ending(
+    shutdown: Option<&ShutdownWatch>,
+    lifetime: &LifetimeTimer,
+    settings: &Settings,
+) -> State {
+    match shutdown {
+        Some(shutdown) => State::Draining {
+            budget: shutdown.flush_limit(),
+            cause: Drain::Shutdown,
+        },
+        // One coalesced frame of what is ready (one event at least): the client resumes the
+        // rest from its `Last-Event-ID`, and a rotation never waits on a backlog.
+        None if lifetime.is_due() => State::Draining {
+            budget: settings.coalesce.max(1),
+            cause: Drain::Lifetime,
+        },
+        None => State::Streaming,
+    }
+}
+
 /// What ends a stream: the disconnect guard to close with a reason, the error policy, and the
 /// final event of the shutdown that was triggered.
 struct Ends<'a> {
@@ -472,21 +510,50 @@ impl Ends<'_> {
                 State::Done
             }
             Gathered::Full | Gathered::Pending => match state {
-                State::Draining { budget } => {
+                State::Draining { budget, cause } => {
                     let budget = budget.saturating_sub(frame.len);
                     if matches!(gathered, Gathered::Full) && budget > 0 {
-                        return State::Draining { budget };
+                        return State::Draining { budget, cause };
                     }
-                    // Everything that was ready went out (or the budget is spent): the final
-                    // event ends the stream, in the same frame.
-                    if let Some(event) = self.shutdown.and_then(ShutdownWatch::final_event) {
-                        frame.push(event.into_bytes());
-                    }
-                    self.close(CloseReason::Shutdown);
+                    // Everything that was ready went out (or the budget is spent): the last
+                    // frame ends the stream, in the same frame.
+                    self.last_frame(cause, frame);
                     State::Done
                 }
                 state => state,
             },
+        }
+    }
+
+    /// The lifetime passed while the stream had nothing ready, so nothing is left to drain: the
+    /// last frame goes out now.
+    fn lifetime_reached(&self, state: &mut State) -> Polled {
+        let mut frame = FrameBuf::new();
+        let draining = State::Draining {
+            budget: 0,
+            cause: Drain::Lifetime,
+        };
+        *state = self.next_state(draining, Gathered::Pending, &mut frame);
+        Poll::Ready(frame.take().map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    /// Adds the last frame of a drain and records why the stream ended.
+    fn last_frame(&self, cause: Drain, frame: &mut FrameBuf) {
+        match cause {
+            Drain::Shutdown => {
+                if let Some(event) = self.shutdown.and_then(ShutdownWatch::final_event) {
+                    frame.push(event.into_bytes());
+                }
+                self.close(CloseReason::Shutdown);
+            }
+            Drain::Lifetime => {
+                tracing::debug!(
+                    max_lifetime = ?self.settings.max_lifetime,
+                    "SSE stream lifetime reached: the client is told to reconnect"
+                );
+                frame.push(self.settings.lifetime_frame());
+                self.close(CloseReason::Rotated);
+            }
         }
     }
 
@@ -509,22 +576,22 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.project();
         let settings = &**this.settings;
+        // The first poll starts the lifetime; nothing restarts it.
+        this.lifetime.start(settings.max_lifetime);
         if let Some(poll) = before_streaming(this.state, settings, this.idle, cx) {
             return poll;
         }
         let triggered = this.shutdowns.iter().find(|s| s.is_triggered());
-        if let (State::Streaming, Some(shutdown)) = (&*this.state, triggered) {
-            *this.state = State::Draining {
-                budget: shutdown.flush_limit(),
-            };
+        if let State::Streaming = this.state {
+            *this.state = drain_if_ending(triggered, this.lifetime, settings);
         }
 
         let mut frame = FrameBuf::new();
         let stream = this.stream.get_pin_mut();
         let gathered = match *this.state {
-            // Shutdown with no budget left: straight to the final event.
-            State::Draining { budget: 0 } => Gathered::Pending,
-            State::Draining { budget } => {
+            // A drain with no budget left: straight to the last frame.
+            State::Draining { budget: 0, .. } => Gathered::Pending,
+            State::Draining { budget, .. } => {
                 gather(stream, cx, settings.coalesce.min(budget), &mut frame)
             }
             _ => gather(stream, cx, settings.coalesce, &mut frame),
@@ -550,10 +617,13 @@ where
             }
             _ => {}
         }
-        // The stream is pending: wake up for a shutdown, and for the keep-alive timer, which is
-        // polled nowhere else.
+        // The stream is pending: wake up for a shutdown, and for the lifetime and keep-alive
+        // timers, which are polled nowhere else.
         for shutdown in this.shutdowns.iter() {
             shutdown.register(cx);
+        }
+        if this.lifetime.poll(cx).is_ready() {
+            return ends.lifetime_reached(this.state);
         }
         this.idle
             .poll(&settings.keep_alive, cx)
@@ -866,6 +936,290 @@ mod tests {
         assert_eq!(pulled.load(Ordering::SeqCst), 10);
         next(&mut body).await.unwrap();
         assert_eq!(pulled.load(Ordering::SeqCst), 20);
+    }
+
+    /// The `retry:` of the block that ends a stream at its lifetime, after checking every
+    /// other byte of it.
+    fn lifetime_retry(frame: &str) -> u64 {
+        let rest = frame
+            .strip_prefix("retry: ")
+            .unwrap_or_else(|| panic!("{frame:?}"));
+        let digits = rest
+            .strip_suffix("\n: stream lifetime reached, reconnect\n\n")
+            .unwrap_or_else(|| panic!("{frame:?}"));
+        digits.parse().unwrap()
+    }
+
+    /// The next frame, which must come by `deadline` (a stream that outlives it fails the test
+    /// instead of hanging it).
+    async fn by(
+        deadline: Instant,
+        body: &mut (impl Body<Data = Bytes, Error = BoxError> + Unpin),
+    ) -> String {
+        let frame = tokio::time::timeout_at(deadline, next(body)).await;
+        frame.expect("the stream outlived its lifetime").unwrap()
+    }
+
+    /// Whether `elapsed` lies in the window a stream of `lifetime` ends in.
+    fn in_window(elapsed: Duration, lifetime: Duration) -> bool {
+        elapsed >= lifetime - lifetime / 10 && elapsed <= lifetime
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_ends_in_its_window_with_the_come_back_block() {
+        let lifetime = Duration::from_secs(100);
+        let (_tx, body) = channel_body();
+        let mut body = body
+            .keep_alive(KeepAlive::disabled())
+            .max_lifetime(lifetime);
+        let ended = body.disconnect_handle();
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        let last = by(start + lifetime * 2, &mut body).await;
+        assert!(
+            in_window(start.elapsed(), lifetime),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!((1000..=2000).contains(&lifetime_retry(&last)), "{last:?}");
+        assert!(next(&mut body).await.is_none());
+        assert!(body.is_end_stream());
+        assert_eq!(ended.reason(), Some(CloseReason::Rotated));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_stream_ends_in_its_window_after_every_event_before_the_end() {
+        let lifetime = Duration::from_secs(10);
+        let (tx, body) = channel_body();
+        let body = body.open_frame(false).max_lifetime(lifetime);
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        // An event every tenth of the lifetime, on and on: a clock that events restart would
+        // never end this stream.
+        tokio::spawn(async move {
+            for i in 1.. {
+                tokio::time::sleep_until(start + lifetime / 10 * i).await;
+                if tx.send(Event::message(i.to_string())).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut delivered = Vec::new();
+        let last = loop {
+            let frame = by(start + lifetime * 3, &mut body).await;
+            match frame.strip_prefix("data: ") {
+                Some(data) => delivered.push(data.trim_end().parse::<u32>().unwrap()),
+                None => break frame,
+            }
+        };
+        let ended = start.elapsed();
+        assert!(in_window(ended, lifetime), "{ended:?}");
+        lifetime_retry(&last);
+        assert!(next(&mut body).await.is_none());
+        // Every event sent before the end was delivered, in order, none after it.
+        let k = delivered.len() as u32;
+        assert_eq!(delivered, (1..=k).collect::<Vec<_>>());
+        assert!(lifetime / 10 * k <= ended && ended <= lifetime / 10 * (k + 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_never_pending_still_ends_and_drains_one_frame_first() {
+        let lifetime = Duration::from_secs(10);
+        let events = stream::iter((0u32..).map(|i| Event::message(i.to_string())));
+        // Each event is 9 or 10 bytes: a 20-byte cap closes a frame after two or three.
+        let body = SseBody::new(events)
+            .open_frame(false)
+            .coalesce(20)
+            .max_lifetime(lifetime);
+        let mut body = std::pin::pin!(body);
+        let mut frames = 0;
+        let last = loop {
+            let frame = next(&mut body).await.unwrap();
+            if frame.contains("retry: ") {
+                break frame;
+            }
+            frames += 1;
+            assert!(frames < 100, "the stream outlived its lifetime");
+            // The stream is always ready, so only the clock moves it towards its end.
+            tokio::time::advance(Duration::from_secs(1)).await;
+        };
+        assert!(frames >= 9, "ended early, after {frames} frames");
+        // The events that were ready go out first, in the same frame as the block.
+        let (events, block) = last.split_at(last.find("retry: ").unwrap());
+        assert!(
+            events.starts_with("data: ") && events.len() >= 20,
+            "{last:?}"
+        );
+        lifetime_retry(block);
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_opened_together_end_at_spread_out_points_in_the_window() {
+        use futures_util::future::join_all;
+        let lifetime = Duration::from_secs(10);
+        let start = Instant::now();
+        let ends = (0..100).map(|_| async move {
+            let body = SseBody::new(stream::pending::<Event>())
+                .keep_alive(KeepAlive::disabled())
+                .max_lifetime(lifetime);
+            let bytes = tokio::time::timeout(lifetime * 2, body.collect()).await;
+            let bytes = bytes.expect("outlived its lifetime").unwrap().to_bytes();
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            lifetime_retry(text.strip_prefix(":\n").unwrap());
+            start.elapsed()
+        });
+        let ends = join_all(ends).await;
+        assert!(ends.iter().all(|end| in_window(*end, lifetime)), "{ends:?}");
+        let (min, max) = (ends.iter().min().unwrap(), ends.iter().max().unwrap());
+        // 100 uniform draws over a 1 s window span far more than half of it.
+        assert!(*max - *min >= lifetime / 20, "{min:?}..{max:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_neither_restart_nor_outlast_the_lifetime() {
+        // Shorter than the keep-alive interval: no keep-alive at all.
+        let (_tx, body) = channel_body();
+        let body = body
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+            .max_lifetime(Duration::from_secs(2));
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        lifetime_retry(&by(start + Duration::from_secs(4), &mut body).await);
+        assert!(in_window(start.elapsed(), Duration::from_secs(2)));
+        assert!(next(&mut body).await.is_none());
+
+        // Longer: keep-alives at 5, 10 and 15 s, then the end, on the first poll's clock.
+        let (_tx, body) = channel_body();
+        let lifetime = Duration::from_secs(20);
+        let body = body
+            .open_frame(false)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
+            .max_lifetime(lifetime);
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(next(&mut body).await.unwrap(), ": keep-alive\n");
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+        lifetime_retry(&by(start + lifetime * 2, &mut body).await);
+        assert!(
+            in_window(start.elapsed(), lifetime),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_and_the_longest_lifetimes_saturate() {
+        // Zero: the open frame, then the block, at once.
+        let (_tx, body) = channel_body();
+        let body = body.max_lifetime(Duration::ZERO);
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        assert_eq!(next(&mut body).await.unwrap(), ":\n");
+        lifetime_retry(&by(start + Duration::from_secs(1), &mut body).await);
+        assert!(next(&mut body).await.is_none());
+        assert_eq!(start.elapsed(), Duration::ZERO);
+
+        // Zero with no open frame: the block is the whole body.
+        let body = SseBody::new(stream::pending::<Event>())
+            .open_frame(false)
+            .max_lifetime(Duration::ZERO)
+            .lifetime_retry(Duration::ZERO);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "retry: 0\n: stream lifetime reached, reconnect\n\n");
+
+        // The longest: no overflow on the first poll, and the end in the saturated window.
+        let (_tx, body) = channel_body();
+        let body = body
+            .open_frame(false)
+            .keep_alive(KeepAlive::disabled())
+            .max_lifetime(Duration::MAX)
+            .lifetime_retry(Duration::MAX);
+        let mut body = std::pin::pin!(body);
+        let start = Instant::now();
+        let early = tokio::time::timeout(Duration::from_secs(86_400), next(&mut body)).await;
+        assert!(early.is_err(), "nothing within a day");
+        let last = by(start + crate::delay::MAX_DELAY * 2, &mut body).await;
+        assert_eq!(lifetime_retry(&last), 2_147_483_647);
+        assert!(in_window(start.elapsed(), crate::delay::MAX_DELAY));
+    }
+
+    /// A layer-built body of an endless stream, with the layer's stream counts.
+    async fn under_layer(
+        layer: crate::SseLayer,
+        lifetime: Option<Duration>,
+    ) -> (SseBody<stream::Pending<Event>>, crate::StreamStats) {
+        use tower::{ServiceBuilder, ServiceExt};
+        let stats = layer.stream_stats();
+        let service = ServiceBuilder::new().layer(layer).service_fn(
+            move |_req: http::Request<()>| async move {
+                let body = SseBody::new(stream::pending::<Event>()).open_frame(false);
+                let body = match lifetime {
+                    Some(lifetime) => body.max_lifetime(lifetime),
+                    None => body,
+                };
+                Ok::<_, Infallible>(http::Response::new(body))
+            },
+        );
+        let response = service.oneshot(http::Request::new(())).await.unwrap();
+        (response.into_body(), stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bodys_lifetime_overrides_the_layers_and_ends_are_counted() {
+        let layer = crate::SseLayer::new()
+            .keep_alive(KeepAlive::disabled())
+            .max_lifetime(Duration::from_secs(1000))
+            .lifetime_retry(Duration::from_secs(30));
+        let (mut body, stats) = under_layer(layer.clone(), Some(Duration::from_secs(10))).await;
+        let ended = body.disconnect_handle();
+        let start = Instant::now();
+        let bytes = tokio::time::timeout(Duration::from_secs(20), body.collect()).await;
+        let bytes = bytes.expect("outlived its lifetime").unwrap().to_bytes();
+        assert!(in_window(start.elapsed(), Duration::from_secs(10)));
+        // The layer's other lifetime setting still applies.
+        let retry = lifetime_retry(std::str::from_utf8(&bytes).unwrap());
+        assert!((30_000..=60_000).contains(&retry), "{retry}");
+        assert_eq!(ended.reason(), Some(CloseReason::Rotated));
+        assert_eq!(stats.rotated(), 1);
+
+        // Without its own, a body takes the layer's.
+        let (body, stats) = under_layer(layer, None).await;
+        let start = Instant::now();
+        let collected = tokio::time::timeout(Duration::from_secs(2000), body.collect()).await;
+        collected.expect("outlived its lifetime").unwrap();
+        assert!(in_window(start.elapsed(), Duration::from_secs(1000)));
+        assert_eq!(
+            stats.rotated(),
+            2,
+            "the count is shared by the layer's clones"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_before_the_lifetime_wins() {
+        let shutdown = crate::Shutdown::new();
+        let layer = crate::SseLayer::new()
+            .keep_alive(KeepAlive::disabled())
+            .max_lifetime(Duration::from_secs(10))
+            .shutdown(&shutdown);
+        let (mut body, stats) = under_layer(layer, None).await;
+        let ended = body.disconnect_handle();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            trigger.trigger(Event::builder().event("bye").data("").build().ok());
+        });
+        let start = Instant::now();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "event: bye\ndata: \n\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert_eq!(ended.reason(), Some(CloseReason::Shutdown));
+        assert_eq!(stats.rotated(), 0);
     }
 
     #[test]

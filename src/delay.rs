@@ -23,6 +23,13 @@ pub(crate) fn millis(delay: Duration) -> u64 {
 /// A delay drawn at random between `base` and twice `base`, so that clients told to come back
 /// later do not all come back at once.
 pub(crate) fn jittered(base: Duration) -> Duration {
+    let base = saturate(base);
+    saturate(between(base, base.saturating_mul(2)))
+}
+
+/// A delay drawn uniformly in `[low, high]` (`low` when the range is empty), so that timers
+/// armed together do not all fire together.
+pub(crate) fn between(low: Duration, high: Duration) -> Duration {
     use std::{
         cell::Cell,
         hash::{BuildHasher, Hasher},
@@ -43,8 +50,8 @@ pub(crate) fn jittered(base: Duration) -> Duration {
         state.set(x);
         x
     });
-    let base = saturate(base);
-    saturate(base + base.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64))
+    let span = high.saturating_sub(low);
+    low.saturating_add(span.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64))
 }
 
 #[cfg(test)]
@@ -59,6 +66,18 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
         assert!(distinct.len() > 900, "spread out: {}", distinct.len());
         assert_eq!(jittered(Duration::MAX), MAX_DELAY);
+    }
+
+    #[test]
+    fn draws_fill_their_window_and_never_leave_it() {
+        let (low, high) = (Duration::from_millis(900), Duration::from_millis(1000));
+        let draws: Vec<Duration> = (0..1000).map(|_| between(low, high)).collect();
+        assert!(draws.iter().all(|d| *d >= low && *d <= high));
+        let (min, max) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+        assert!(*max - *min > Duration::from_millis(80), "{min:?}..{max:?}");
+        assert_eq!(between(high, low), high, "an empty window gives its start");
+        assert_eq!(between(Duration::ZERO, Duration::ZERO), Duration::ZERO);
+        assert!(between(MAX_DELAY - MAX_DELAY / 10, MAX_DELAY) <= MAX_DELAY);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum CloseReason {
     NoStream,
     /// The server's [`Shutdown`](crate::Shutdown) ended the stream.
     Shutdown,
+    /// The stream reached its [`max_lifetime`](crate::SseLayer::max_lifetime) and told the
+    /// client to reconnect.
+    Rotated,
 }
 
 struct Shared {
@@ -127,6 +130,11 @@ impl CloseGuard {
     pub(crate) fn close(&self, reason: CloseReason) {
         if self.shared.reason.set(reason).is_ok() {
             tracing::debug!(?reason, "SSE response ended");
+            if reason == CloseReason::Rotated {
+                for streams in self.streams.iter().flat_map(|all| all.iter()) {
+                    streams.count_rotation();
+                }
+            }
             self.shared.notify.notify_waiters();
         }
     }

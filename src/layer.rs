@@ -120,10 +120,13 @@ impl SseLayer {
     /// Beyond it, the stream is refused (its body never polls its stream, so a hub subscription
     /// in it never joins), and the client is told to come back later in the way it understands:
     /// - a client that asks for `text/event-stream` in `Accept` (every `EventSource` does)
-    ///   gets a `200` event stream whose whole body is a `retry:` line, with a delay drawn
-    ///   between once and twice [`over_limit_retry`](Self::over_limit_retry), and a comment;
-    ///   the stream then ends and the client reconnects after that delay. (A browser treats any
-    ///   status but `200` as fatal and never reconnects.)
+    ///   gets a `200` event stream whose whole body is one block: a `retry:` line, with a delay
+    ///   drawn between once and twice [`over_limit_retry`](Self::over_limit_retry), a comment,
+    ///   and a blank line (`retry: 7316\n: over capacity, come back later\n\n`); the stream
+    ///   then ends and the client reconnects after that delay. (A browser treats any status
+    ///   but `200` as fatal and never reconnects.) The block has no `data`, so browsers
+    ///   dispatch nothing: `retry` only updates the reconnection delay. The blank line is there
+    ///   for clients that apply a `retry:` only once its block ends.
     /// - any other client gets `503 Service Unavailable` with `Retry-After`.
     ///
     /// Refusals are counted ([`StreamStats::refused`]) and logged with `tracing` at `INFO`.

@@ -81,7 +81,8 @@
 //! - [`Event`]: one event, encoded once when built, cloned in O(1); bad names, ids and comments
 //!   are typed errors ([`EventError`]), never a malformed stream.
 //! - [`SseBody`]: the `http_body::Body` that writes a stream of events, with keep-alive,
-//!   coalescing, an open frame, an error policy and a [`Disconnect`] handle.
+//!   coalescing, an open frame, an error policy, a maximum lifetime that rotates streams, and a
+//!   [`Disconnect`] handle.
 //! - [`SseLayer`]: the tower layer that sets the headers, parses [`LastEventId`], configures
 //!   every body under it through the request's [`SseContext`] (also explicitly, for bodies built
 //!   in tasks), caps the number of open streams (clients beyond it are told to come back later)
@@ -147,6 +148,7 @@ pub mod io;
 mod keep_alive;
 mod last_event_id;
 mod layer;
+mod lifetime;
 mod scope;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]

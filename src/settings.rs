@@ -112,6 +112,10 @@ pub(crate) struct Settings {
     pub(crate) over_limit_retry: Duration,
     /// The query parameter read as the `Last-Event-ID` when the header is absent.
     pub(crate) last_event_id_query: Option<std::sync::Arc<str>>,
+    /// How long a stream lives at most, before jitter; `None`: for ever.
+    pub(crate) max_lifetime: Option<Duration>,
+    /// The base delay after which a client whose stream reached its lifetime comes back.
+    pub(crate) lifetime_retry: Duration,
 }
 
 /// Default query parameter read as the `Last-Event-ID` when the header is absent: the name of
@@ -123,6 +127,12 @@ pub(crate) const DEFAULT_COALESCE: usize = 16 * 1024;
 
 /// Default base delay after which a client turned away by a stream limit comes back.
 pub(crate) const DEFAULT_OVER_LIMIT_RETRY: Duration = Duration::from_secs(5);
+
+/// Default base delay after which a client whose stream reached its lifetime comes back.
+pub(crate) const DEFAULT_LIFETIME_RETRY: Duration = Duration::from_secs(1);
+
+/// The comment of the frame that ends a stream at its lifetime.
+pub(crate) const LIFETIME_COMMENT: &[u8] = b": stream lifetime reached, reconnect\n";
 
 /// Default back-off sent with the final [`STREAM_ERROR`] event.
 pub(crate) const DEFAULT_ERROR_RETRY: Duration = Duration::from_secs(5);
@@ -139,6 +149,8 @@ impl Default for Settings {
             open_frame: true,
             over_limit_retry: DEFAULT_OVER_LIMIT_RETRY,
             last_event_id_query: Some(DEFAULT_LAST_EVENT_ID_QUERY.into()),
+            max_lifetime: None,
+            lifetime_retry: DEFAULT_LIFETIME_RETRY,
         }
     }
 }
@@ -166,17 +178,19 @@ impl Settings {
     }
 
     /// The whole body of a response refused by a stream limit, for an `EventSource` client: a
-    /// `retry:` line with a jittered delay (it takes effect at once, with no event), and a
-    /// comment saying why. The stream then ends and the client reconnects after that delay.
+    /// `retry:` line with a jittered delay (it takes effect at once, with no event), a comment
+    /// saying why, and the blank line that ends the block (some clients apply a `retry:` only
+    /// then; with no `data`, browsers dispatch nothing). The stream then ends and the client
+    /// reconnects after that delay.
     pub(crate) fn comeback_frame(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(48);
-        buf.put_slice(b"retry: ");
-        put_u64(
-            &mut buf,
-            delay::millis(delay::jittered(self.over_limit_retry)),
-        );
-        buf.put_slice(b"\n: over capacity, come back later\n");
-        buf.freeze()
+        comeback(self.over_limit_retry, b": over capacity, come back later\n")
+    }
+
+    /// The last frame of a stream that reached its [`max_lifetime`](crate::SseLayer::max_lifetime):
+    /// like [`comeback_frame`](Settings::comeback_frame), with the lifetime's own base delay
+    /// and comment.
+    pub(crate) fn lifetime_frame(&self) -> Bytes {
+        comeback(self.lifetime_retry, LIFETIME_COMMENT)
     }
 
     /// Tells the server about a stream's error: the hook (a panic in it is contained) and
@@ -202,6 +216,18 @@ impl Settings {
             .map(crate::Event::into_bytes)
             .unwrap_or_else(|_| Bytes::from_static(b"event: stream-error\ndata: \n\n"))
     }
+}
+
+/// A block that makes an `EventSource` come back: `retry:` with a delay drawn between once and
+/// twice `base`, the `comment` line, and the blank line that ends the block.
+fn comeback(base: Duration, comment: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(24 + comment.len());
+    buf.put_slice(b"retry: ");
+    put_u64(&mut buf, delay::millis(delay::jittered(base)));
+    buf.put_u8(b'\n');
+    buf.put_slice(comment);
+    buf.put_u8(b'\n');
+    buf.freeze()
 }
 
 /// Setters shared by [`SseLayer`](crate::SseLayer) and [`SseBody`](crate::SseBody). `$default`
@@ -276,6 +302,79 @@ macro_rules! settings_setters {
             std::sync::Arc::make_mut(&mut self.$($settings).+).open_frame = enabled;
             self
         }
+
+        /// Ends the stream after at most `lifetime`, telling the client to reconnect, so that
+        /// long-lived connections rotate (across the instances behind a load balancer, or off
+        /// an instance being deployed).
+        ///
+        /// Each stream ends at a point drawn uniformly between 0.9 × `lifetime` and `lifetime`
+        /// after its first poll, independently of every other stream, so streams opened
+        /// together do not end together. The clock starts at the body's first poll and is
+        /// never reset: not by events, not by keep-alives; it runs whether the stream is idle
+        /// or busy. At that point the body ends the way a [`Shutdown`](crate::Shutdown) does:
+        /// it sends the events its stream has ready (up to one [`coalesce`](Self::coalesce)d
+        /// frame), then a last block and ends:
+        ///
+        /// ```text
+        /// retry: <ms>
+        /// : stream lifetime reached, reconnect
+        ///
+        /// ```
+        ///
+        /// (`retry: <ms>\n: stream lifetime reached, reconnect\n\n`), where `<ms>` is drawn
+        /// between once and twice [`lifetime_retry`](Self::lifetime_retry), because a browser
+        /// `EventSource` waits exactly `retry` ms, with no jitter of its own. The block has no
+        /// `data`, so browsers dispatch nothing; the client reconnects with its
+        /// `Last-Event-ID` and resumes where it was (with a hub subscription, with no gap).
+        /// The stream's [`Disconnect`](crate::Disconnect) ends with
+        /// [`CloseReason::Rotated`](crate::CloseReason::Rotated); each end is counted in
+        /// [`StreamStats::rotated`](crate::StreamStats::rotated) and logged with `tracing` at
+        /// `DEBUG`.
+        ///
+        /// With a [`Shutdown`](crate::Shutdown), whichever comes first ends the stream, with
+        /// its own last frame (a shutdown's final event, or the block above). Durations
+        /// saturate at 2³¹−1 ms (about 24.8 days); zero ends the stream right after its first
+        /// poll (after the open frame, if any), with the block above.
+        #[doc = $default]
+        /// none: streams last as long as their stream and the client.
+        ///
+        /// ```
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+        /// use std::time::Duration;
+        /// use http_body_util::BodyExt;
+        /// use tokio::time::Instant;
+        /// use tower_sse::{Event, KeepAlive, SseBody};
+        ///
+        /// let endless = futures_util::stream::pending::<Event>();
+        /// let body = SseBody::new(endless)
+        ///     .open_frame(false)
+        ///     .keep_alive(KeepAlive::disabled())
+        ///     .max_lifetime(Duration::from_secs(600));
+        /// let start = Instant::now();
+        /// let bytes = body.collect().await.unwrap().to_bytes();
+        /// let lived = start.elapsed();
+        /// assert!(lived >= Duration::from_secs(540) && lived <= Duration::from_secs(600));
+        ///
+        /// let text = std::str::from_utf8(&bytes).unwrap();
+        /// let retry = text.strip_prefix("retry: ").unwrap();
+        /// let retry = retry.strip_suffix("\n: stream lifetime reached, reconnect\n\n").unwrap();
+        /// assert!((1000..=2000).contains(&retry.parse::<u64>().unwrap()));
+        /// # }
+        /// ```
+        pub fn max_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+            std::sync::Arc::make_mut(&mut self.$($settings).+).max_lifetime = Some(lifetime);
+            self
+        }
+
+        /// Sets the base of the reconnection delay sent when a stream reaches its
+        /// [`max_lifetime`](Self::max_lifetime): the client is told to come back after a delay
+        /// drawn between once and twice this. Saturates at 2³¹−1 ms.
+        #[doc = $default]
+        /// 1 second.
+        pub fn lifetime_retry(mut self, delay: std::time::Duration) -> Self {
+            std::sync::Arc::make_mut(&mut self.$($settings).+).lifetime_retry = delay;
+            self
+        }
     };
 }
 pub(crate) use settings_setters;
@@ -297,6 +396,46 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(longest.open_frame(), "retry: 2147483647\n");
+    }
+
+    /// The `retry:` value of a come-back block, after checking the rest of its bytes.
+    fn comeback_retry(frame: &[u8], comment: &str) -> u64 {
+        let text = std::str::from_utf8(frame).unwrap();
+        let rest = text.strip_prefix("retry: ").unwrap();
+        let digits = rest.strip_suffix(&format!("\n{comment}\n\n")).unwrap();
+        digits.parse().unwrap()
+    }
+
+    #[test]
+    fn come_back_blocks_end_with_a_blank_line_and_jitter_their_retry() {
+        let settings = Settings {
+            over_limit_retry: Duration::from_secs(5),
+            lifetime_retry: Duration::from_millis(300),
+            ..Settings::default()
+        };
+        let over = comeback_retry(
+            &settings.comeback_frame(),
+            ": over capacity, come back later",
+        );
+        assert!((5000..=10_000).contains(&over), "{over}");
+        let lifetime = comeback_retry(
+            &settings.lifetime_frame(),
+            ": stream lifetime reached, reconnect",
+        );
+        assert!((300..=600).contains(&lifetime), "{lifetime}");
+        assert_eq!(
+            Settings::default().lifetime_retry,
+            Duration::from_secs(1),
+            "the documented default"
+        );
+        let longest = Settings {
+            lifetime_retry: Duration::MAX,
+            ..Settings::default()
+        };
+        assert_eq!(
+            longest.lifetime_frame(),
+            "retry: 2147483647\n: stream lifetime reached, reconnect\n\n"
+        );
     }
 
     #[test]

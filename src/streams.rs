@@ -20,6 +20,7 @@ use std::{
 /// let layer = SseLayer::new().max_streams(10_000);
 /// let stats = layer.stream_stats();
 /// assert_eq!((stats.open(), stats.refused(), stats.limit()), (0, 0, Some(10_000)));
+/// assert_eq!(stats.rotated(), 0);
 /// ```
 #[derive(Clone)]
 pub struct StreamStats {
@@ -41,6 +42,12 @@ impl StreamStats {
         self.streams.refused()
     }
 
+    /// Streams ended so far by their [`max_lifetime`](crate::SseLayer::max_lifetime), each
+    /// told to reconnect.
+    pub fn rotated(&self) -> usize {
+        self.streams.rotated()
+    }
+
     /// The limit set by [`max_streams`](crate::SseLayer::max_streams), if any.
     pub fn limit(&self) -> Option<usize> {
         (self.streams.max() != usize::MAX).then_some(self.streams.max())
@@ -52,6 +59,7 @@ impl fmt::Debug for StreamStats {
         f.debug_struct("StreamStats")
             .field("open", &self.open())
             .field("refused", &self.refused())
+            .field("rotated", &self.rotated())
             .field("limit", &self.limit())
             .finish()
     }
@@ -62,6 +70,7 @@ impl fmt::Debug for StreamStats {
 pub(crate) struct Streams {
     live: AtomicUsize,
     refused: AtomicUsize,
+    rotated: AtomicUsize,
     max: usize,
 }
 
@@ -70,6 +79,7 @@ impl Streams {
         Streams {
             live: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
+            rotated: AtomicUsize::new(0),
             max,
         }
     }
@@ -84,6 +94,14 @@ impl Streams {
 
     pub(crate) fn refused(&self) -> usize {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_rotation(&self) {
+        self.rotated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rotated(&self) -> usize {
+        self.rotated.load(Ordering::Relaxed)
     }
 
     /// Takes a slot; `false` when the limit is reached.

@@ -1,6 +1,7 @@
 //! `SseLayer`: through `ServiceBuilder` and `oneshot` (headers, settings, `Last-Event-ID`, the
 //! disconnect handle), and over real sockets (the stream limit and its `Retry-After`, the
-//! `Accept` check, odd `Last-Event-ID` headers as a client sends them).
+//! `Accept` check, odd `Last-Event-ID` headers as a client sends them, hub streams rotated by
+//! their lifetime and resumed).
 
 mod common;
 
@@ -269,7 +270,7 @@ async fn inner_errors_pass_through_unchanged() {
 fn comeback_retry(body: &[u8]) -> u64 {
     let text = std::str::from_utf8(body).unwrap();
     let (first, rest) = text.split_once('\n').unwrap();
-    assert_eq!(rest, ": over capacity, come back later\n", "{text:?}");
+    assert_eq!(rest, ": over capacity, come back later\n\n", "{text:?}");
     first.strip_prefix("retry: ").unwrap().parse().unwrap()
 }
 
@@ -737,4 +738,68 @@ async fn a_refusal_over_the_limit_is_logged() {
         logs.contains("SSE stream refused: a stream limit is reached"),
         "{logs}"
     );
+}
+
+#[tokio::test]
+async fn rotated_hub_streams_resume_with_no_gap_and_no_duplicate() {
+    use tower_sse::hub::Hub;
+    const EVENTS: u32 = 400;
+    let hub = Hub::new();
+    let topic = hub.topic("feed");
+    let layer = SseLayer::new()
+        .keep_alive(KeepAlive::disabled())
+        .max_lifetime(Duration::from_millis(120))
+        .lifetime_retry(Duration::from_millis(5));
+    let stats = layer.stream_stats();
+    let subscribe_to = topic.clone();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |req: Request<Incoming>| {
+            let sub = subscribe_to.subscribe(req.extensions().get::<LastEventId>());
+            async move { Ok::<_, Infallible>(Response::new(SseBody::new(sub))) }
+        });
+    let addr = serve(svc).await;
+
+    let mut client = RawClient::get(addr, "/", &[]).await;
+    assert!(common::eventually(Duration::from_secs(5), || topic.subscribers() == 1).await);
+    let publisher = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            let event = Event::message(i.to_string());
+            topic.publish(event).now().unwrap().unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+
+    let (mut seen, mut rotations) = (Vec::new(), 0);
+    loop {
+        let (raw, messages) = client.read_to_end().await;
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(
+            raw.ends_with("\n: stream lifetime reached, reconnect\n\n"),
+            "every stream ends by its lifetime, with the come-back block: {raw:?}"
+        );
+        let retry = client.decoder.retry().unwrap();
+        assert!((5..=10).contains(&retry), "{retry}");
+        rotations += 1;
+        for message in &messages {
+            assert_eq!(message.event, "message", "{message:?}");
+            seen.push(message.data.parse::<u32>().unwrap());
+        }
+        if seen.len() >= EVENTS as usize {
+            break;
+        }
+        // As a browser does: wait `retry`, then come back with the last id seen.
+        tokio::time::sleep(Duration::from_millis(retry)).await;
+        let last = client.decoder.last_event_id().to_owned();
+        assert!(!last.is_empty() || seen.is_empty());
+        client = RawClient::get(addr, "/", &[("last-event-id", &last)]).await;
+    }
+    publisher.await.unwrap();
+    assert_eq!(
+        seen,
+        (0..EVENTS).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    assert!(rotations >= 3, "only {rotations} rotations");
+    assert_eq!(stats.rotated(), rotations);
 }

@@ -1,0 +1,115 @@
+//! The lifetime clock of one body: when a stream under
+//! [`max_lifetime`](crate::SseLayer::max_lifetime) must end.
+
+use crate::delay;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::time::{Instant, Sleep};
+
+/// When a stream must end: a deadline drawn once, at the body's first poll, in the last tenth
+/// of the lifetime, and never moved afterwards (a clock that events or keep-alives restart
+/// would never end a busy stream).
+#[derive(Debug, Default)]
+pub(crate) struct LifetimeTimer {
+    clock: Clock,
+    // Boxed so the body is `Unpin` when its stream is; created on the first idle poll.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum Clock {
+    /// The body has not been polled yet.
+    #[default]
+    NotStarted,
+    /// No lifetime is set.
+    Endless,
+    Until(Instant),
+}
+
+impl LifetimeTimer {
+    /// Starts the clock, on the body's first poll; later calls change nothing.
+    pub(crate) fn start(&mut self, lifetime: Option<Duration>) {
+        if let Clock::NotStarted = self.clock {
+            self.clock = match lifetime {
+                Some(lifetime) => Clock::Until(Instant::now() + draw(lifetime)),
+                None => Clock::Endless,
+            };
+        }
+    }
+
+    /// Whether the deadline has passed. Read on every poll, so that a stream that always has
+    /// an event ready (and so never lets the timer be polled) still ends.
+    pub(crate) fn is_due(&self) -> bool {
+        match self.clock {
+            Clock::Until(deadline) => Instant::now() >= deadline,
+            Clock::NotStarted | Clock::Endless => false,
+        }
+    }
+
+    /// Ready once the deadline has passed, and until then wakes the task when it does. Polled
+    /// only while the stream is pending; never ready without a lifetime.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Clock::Until(deadline) = self.clock else {
+            return Poll::Pending;
+        };
+        self.sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+            .as_mut()
+            .poll(cx)
+    }
+}
+
+/// A lifetime drawn uniformly in `[0.9 lifetime, lifetime]`, so that streams opened together
+/// (after a deploy, say) do not end together; saturated, so that the deadline never
+/// overflows the clock.
+fn draw(lifetime: Duration) -> Duration {
+    let lifetime = delay::saturate(lifetime);
+    delay::between(lifetime - lifetime / 10, lifetime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_fall_in_the_last_tenth_and_saturate() {
+        let lifetime = Duration::from_secs(100);
+        for _ in 0..1000 {
+            let drawn = draw(lifetime);
+            assert!(
+                drawn >= Duration::from_secs(90) && drawn <= lifetime,
+                "{drawn:?}"
+            );
+        }
+        assert_eq!(draw(Duration::ZERO), Duration::ZERO);
+        assert!(draw(Duration::MAX) <= delay::MAX_DELAY);
+        assert!(draw(Duration::MAX) >= delay::MAX_DELAY - delay::MAX_DELAY / 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_starts_once_and_is_never_moved() {
+        let mut timer = LifetimeTimer::default();
+        timer.start(Some(Duration::from_secs(10)));
+        let Clock::Until(deadline) = timer.clock else {
+            panic!("not started");
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        timer.start(Some(Duration::from_secs(10)));
+        assert!(matches!(timer.clock, Clock::Until(d) if d == deadline));
+        assert!(!timer.is_due());
+        tokio::time::sleep_until(deadline).await;
+        assert!(timer.is_due());
+
+        let mut endless = LifetimeTimer::default();
+        endless.start(None);
+        endless.start(Some(Duration::ZERO));
+        assert!(
+            !endless.is_due(),
+            "a body started without a lifetime keeps none"
+        );
+    }
+}
