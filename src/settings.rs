@@ -309,7 +309,9 @@ macro_rules! settings_setters {
         ///
         /// Each stream ends at a point drawn uniformly between 0.9 × `lifetime` and `lifetime`
         /// after its first poll, independently of every other stream, so streams opened
-        /// together do not end together. The clock starts at the body's first poll and is
+        /// together do not end together. An idle stream sees that point when Tokio's timer
+        /// fires, which it does on whole milliseconds: it may end up to 1 ms after it (a
+        /// lifetime under a millisecond ends at the first one). The clock starts at the body's first poll and is
         /// never reset: not by events, not by keep-alives; it runs whether the stream is idle
         /// or busy. At that point the body ends the way a [`Shutdown`](crate::Shutdown) does:
         /// it sends the events its stream has ready (up to one [`coalesce`](Self::coalesce)d
