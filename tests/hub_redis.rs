@@ -7,111 +7,16 @@
 
 mod common;
 
+use common::hub::*;
+
 use common::redis::RedisServer;
 use futures_util::{FutureExt, StreamExt};
 use std::time::Duration;
 use tower_sse::{
     decode::{Decoder, Message},
-    hub::{redis::RedisBroker, Hub, PublishError, Subscription, HISTORY_LOST},
-    Event, LastEventId,
+    hub::{redis::RedisBroker, Hub, PublishError, HISTORY_LOST},
+    Event,
 };
-
-/// Long enough that only a hang can reach it.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A hub with its own broker (its own connections), like one server process.
-fn node(server: &RedisServer) -> (Hub, RedisBroker) {
-    node_with(server, Hub::builder())
-}
-
-fn node_with(server: &RedisServer, builder: tower_sse::hub::HubBuilder) -> (Hub, RedisBroker) {
-    let broker = RedisBroker::new(server.client())
-        .publish_timeout(Duration::from_secs(2))
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
-    (builder.broker(broker.clone()).build(), broker)
-}
-
-/// The next `n` events a client would dispatch from `sub`, the markers of [`live`] left out.
-async fn take(sub: &mut Subscription, n: usize) -> Vec<Message> {
-    let mut decoder = Decoder::new();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let event = tokio::time::timeout(PATIENCE, sub.next())
-            .await
-            .expect("an event within the patience")
-            .expect("the stream stays open");
-        out.extend(
-            decoder
-                .feed(event.as_bytes())
-                .into_iter()
-                .filter(|m| m.data != MARKER),
-        );
-    }
-    assert_eq!(out.len(), n, "one event per item");
-    out
-}
-
-fn data(messages: &[Message]) -> Vec<String> {
-    messages.iter().map(|m| m.data.clone()).collect()
-}
-
-fn numbers(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
-    range.map(|i| i.to_string()).collect()
-}
-
-fn id(text: &str) -> LastEventId {
-    LastEventId::parse(text.as_bytes()).unwrap()
-}
-
-async fn publish(hub: &Hub, topic: &str, data: &str) -> String {
-    tokio::time::timeout(PATIENCE, hub.topic(topic).publish(Event::message(data)))
-        .await
-        .expect("publish answers")
-        .expect("publish succeeds")
-}
-
-const MARKER: &str = "marker";
-
-/// Subscribes and waits until the subscription is live: a marker published after the
-/// subscription is followed arrives.
-async fn live(hub: &Hub, publisher: &Hub, topic: &str) -> Subscription {
-    let mut sub = hub.topic(topic).subscribe(None);
-    sub.join();
-    // The first poll waits for the broker's sync; keep publishing markers until one arrives.
-    loop {
-        publish(publisher, topic, MARKER).await;
-        if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await
-        {
-            let text = std::str::from_utf8(event.as_bytes()).unwrap().to_owned();
-            assert!(text.contains(MARKER), "{text}");
-            return sub;
-        }
-    }
-}
-
-/// Waits until `check` holds; failing, with `what`, past the patience.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Cuts every pub/sub connection of the server (the nodes' publishing connections stay).
-async fn kill_pubsub_connections(server: &RedisServer) {
-    let _: redis::Value = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut server.admin().await)
-        .await
-        .unwrap();
-}
 
 /// Whether the ids increase strictly within their epoch, `<epoch>-<offset>`.
 fn offsets(messages: &[Message]) -> Vec<(String, u64)> {
@@ -700,25 +605,12 @@ async fn hubs_with_another_prefix_share_nothing() {
     );
 }
 
-/// A node whose every Redis reply arrives `delay` late: it lags behind the others.
-async fn lagging_node(
-    server: &RedisServer,
-    delay: Duration,
-    builder: tower_sse::hub::HubBuilder,
-) -> (Hub, common::redis::LaggingProxy) {
-    let proxy = common::redis::LaggingProxy::start(server.port(), delay).await;
-    let broker = RedisBroker::new(proxy.client())
-        .publish_timeout(Duration::from_secs(5))
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
-    (builder.broker(broker).build(), proxy)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server"]
 async fn a_client_resuming_on_a_node_behind_redis_continues_right_after_its_id() {
     let server = RedisServer::start().await;
     let (a, _) = node(&server);
-    let (b, _proxy) = lagging_node(&server, Duration::from_millis(300), Hub::builder()).await;
+    let (b, _, _proxy) = lagging_node(&server, Duration::from_millis(300), Hub::builder()).await;
     // B follows the topic (it has a subscriber), 300 ms behind Redis.
     let _watcher = live(&b, &a, "t").await;
     let mut ids = Vec::new();
@@ -749,7 +641,7 @@ async fn a_client_resuming_on_a_node_behind_redis_continues_right_after_its_id()
 async fn a_history_read_made_for_an_earlier_follow_is_never_applied_to_a_later_one() {
     let server = RedisServer::start().await;
     let (a, _) = node(&server);
-    let (b, _proxy) = lagging_node(&server, Duration::from_millis(50), Hub::builder()).await;
+    let (b, _, _proxy) = lagging_node(&server, Duration::from_millis(50), Hub::builder()).await;
     let topic = b.topic("t");
     for cycle in 0..40 {
         publish(&a, "t", &format!("churn {cycle}")).await;

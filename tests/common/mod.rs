@@ -3,6 +3,8 @@
 
 pub mod alloc;
 #[cfg(feature = "redis")]
+pub mod hub;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 use bytes::{Buf, Bytes, BytesMut};
