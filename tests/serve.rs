@@ -4,7 +4,11 @@
 
 mod common;
 
-use common::{h2_client, h2_get, RawClient};
+use common::{
+    h2_client, h2_get,
+    serve::{bind, live_app, plain_app, SelfSigned, PREFACE_AND_SETTINGS},
+    RawClient,
+};
 use futures_util::{stream, StreamExt};
 use http::Request;
 use http_body_util::BodyExt;
@@ -17,7 +21,7 @@ use std::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::oneshot,
 };
 use tower::ServiceBuilder;
@@ -26,30 +30,6 @@ use tower_sse::{decode::Decoder, serve::Server, Event, Shutdown, SseBody, SseLay
 
 fn events(name: &'static str) -> impl futures_core::Stream<Item = Event> + Send + 'static {
     stream::iter([Event::message(name)]).chain(stream::pending())
-}
-
-/// A hyper service under `layer` whose every stream sends `live`, then stays open.
-fn live_app(
-    layer: SseLayer,
-) -> impl tower::Service<
-    Request<Incoming>,
-    Response = http::Response<SseBody<impl futures_core::Stream<Item = Event> + Send + 'static>>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-       + Send
-       + 'static {
-    ServiceBuilder::new()
-        .layer(layer)
-        .service_fn(|req: Request<Incoming>| async move {
-            Ok::<_, Infallible>(SseBody::from_request(&req, events("live")).into_http_response())
-        })
-}
-
-async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
 }
 
 /// The first event of `/events` over HTTP/1.1 and over h2c.
@@ -252,49 +232,6 @@ async fn a_client_that_never_finishes_the_tls_handshake_is_closed() {
 
 /// A self-signed certificate for `localhost`, the server configuration that serves it, and
 /// clients that trust it.
-struct SelfSigned {
-    server: Arc<rustls::ServerConfig>,
-    cert: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl SelfSigned {
-    fn new() -> Self {
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = CertificateDer::from(certified.cert.der().to_vec());
-        let key =
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-        let server = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
-        SelfSigned {
-            server: Arc::new(server),
-            cert,
-        }
-    }
-
-    /// Connects a client that offers `alpn`.
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-        alpn: &[u8],
-    ) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.clone()).unwrap();
-        let mut client = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![alpn.to_vec()];
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(client))
-            .connect(name, tcp)
-            .await
-            .unwrap()
-    }
-}
-
 /// Reads a response body until it holds one event; returns its data.
 async fn first_event(mut body: Incoming) -> String {
     let mut decoder = Decoder::new();
@@ -404,11 +341,6 @@ async fn https_serves_axum_and_warp_apps_over_http2() {
 
 // ---- Timeouts: one budget from accept, the shutdown deadline, HTTP/2, the send timeout ----
 
-/// The 24-byte HTTP/2 preface and an empty SETTINGS frame: all an HTTP/2 client sends before
-/// its first request (33 bytes).
-const PREFACE_AND_SETTINGS: &[u8] =
-    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-
 /// A HEADERS frame on stream 1 (END_STREAM | END_HEADERS): `GET /` with `:authority: x`,
 /// HPACK-encoded from the static table.
 const GET_ON_STREAM_1: &[u8] = b"\x00\x00\x06\x01\x05\x00\x00\x00\x01\x82\x86\x84\x41\x01x";
@@ -480,7 +412,7 @@ async fn an_http2_client_that_sends_no_request_is_closed_after_the_header_read_t
     // The TLS handshake draws on the same budget.
     const T: Duration = Duration::from_secs(3);
     let limit = T + Duration::from_secs(2);
-    let tls = Arc::new(SelfSigned::new());
+    let tls = SelfSigned::new();
     let (listener, h2c) = bind().await;
     tokio::spawn(
         Server::new(listener)
@@ -550,21 +482,6 @@ async fn clients_that_send_only_the_http2_preface_hold_their_slots_only_until_th
     eprintln!("a third client was served after {:?}", since.elapsed());
     let mut client = served.expect("a slot frees up within T + 3 s");
     assert_eq!(client.events(1).await[0].data, "live");
-}
-
-/// An app that answers every request with a short body.
-fn plain_app() -> impl tower::Service<
-    Request<Incoming>,
-    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-       + Send
-       + 'static {
-    tower::service_fn(|_: Request<Incoming>| async {
-        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"plain"));
-        Ok::<_, Infallible>(http::Response::new(body))
-    })
 }
 
 /// An HTTP/2 (h2c) client and a handle that finishes when its connection closes.

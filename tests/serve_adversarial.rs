@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::RawClient;
+use common::{
+    serve::{bind, live_app, plain_app, SelfSigned, PREFACE_AND_SETTINGS},
+    RawClient,
+};
 use futures_util::{stream, StreamExt};
 use http::Request;
 use http_body_util::BodyExt;
@@ -18,7 +21,7 @@ use std::{
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::oneshot,
 };
 use tower::ServiceBuilder;
@@ -28,32 +31,6 @@ use tower_sse::{decode::Decoder, serve::Server, Event, Shutdown, SseBody, SseLay
 // Apps
 // ---------------------------------------------------------------------------------------------
 
-async fn bind() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
-}
-
-/// Every stream sends `live`, then stays open with nothing to send.
-fn live_app(
-    layer: SseLayer,
-) -> impl tower::Service<
-    Request<Incoming>,
-    Response = http::Response<SseBody<impl futures_core::Stream<Item = Event> + Send + 'static>>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-       + Send
-       + 'static {
-    ServiceBuilder::new()
-        .layer(layer)
-        .service_fn(|req: Request<Incoming>| async move {
-            let events = stream::iter([Event::message("live")]).chain(stream::pending());
-            Ok::<_, Infallible>(SseBody::from_request(&req, events).into_http_response())
-        })
-}
-
-/// Every stream sends a 4 KiB event every 5 ms, for ever: a shutdown lands mid-stream.
 fn ticker_app(
     layer: SseLayer,
 ) -> impl tower::Service<
@@ -77,20 +54,6 @@ fn ticker_app(
 }
 
 /// Answers every request with a short body.
-fn plain_app() -> impl tower::Service<
-    Request<Incoming>,
-    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-       + Send
-       + 'static {
-    tower::service_fn(|_: Request<Incoming>| async {
-        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"plain"));
-        Ok::<_, Infallible>(http::Response::new(body))
-    })
-}
-
 /// Fires its sender when dropped.
 struct OnDrop(Option<oneshot::Sender<()>>);
 
@@ -173,83 +136,10 @@ fn stop_signal() -> (
 }
 
 // ---------------------------------------------------------------------------------------------
-// TLS
-// ---------------------------------------------------------------------------------------------
-
-/// A self-signed certificate for `localhost` and the server configuration that serves it.
-struct SelfSigned {
-    server: Arc<rustls::ServerConfig>,
-    cert: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl SelfSigned {
-    fn new() -> Arc<Self> {
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = CertificateDer::from(certified.cert.der().to_vec());
-        let key =
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-        let server = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
-        Arc::new(SelfSigned {
-            server: Arc::new(server),
-            cert,
-        })
-    }
-
-    fn client_config(&self, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert.clone()).unwrap();
-        let mut client = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![alpn.to_vec()];
-        Arc::new(client)
-    }
-
-    /// A TLS client offering `alpn` on `tcp`.
-    async fn connect_on(
-        &self,
-        tcp: TcpStream,
-        alpn: &[u8],
-    ) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        tokio_rustls::TlsConnector::from(self.client_config(alpn))
-            .connect(name, tcp)
-            .await
-            .unwrap()
-    }
-
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-        alpn: &[u8],
-    ) -> tokio_rustls::client::TlsStream<TcpStream> {
-        self.connect_on(TcpStream::connect(addr).await.unwrap(), alpn)
-            .await
-    }
-
-    /// The bytes of a real ClientHello (what a client sends first).
-    fn client_hello(&self) -> Vec<u8> {
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut conn = rustls::ClientConnection::new(self.client_config(b"h2"), name).unwrap();
-        let mut out = Vec::new();
-        while conn.wants_write() {
-            conn.write_tls(&mut out).unwrap();
-        }
-        out
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Raw clients
 // ---------------------------------------------------------------------------------------------
 
-/// The HTTP/2 preface and an empty SETTINGS frame.
-const PREFACE_AND_SETTINGS: &[u8] =
-    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+/// The HTTP/2 preface alone.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// One HTTP/2 frame.

@@ -6,6 +6,8 @@ pub mod alloc;
 pub mod hub;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(all(feature = "server", feature = "rustls"))]
+pub mod serve;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
