@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     h2_client, h2_get,
-    serve::{bind, live_app, plain_app, SelfSigned, PREFACE_AND_SETTINGS},
+    serve::{bind, live_app, plain_and_tls, plain_app, SelfSigned, PREFACE_AND_SETTINGS},
     RawClient,
 };
 use futures_util::{stream, StreamExt};
@@ -413,19 +413,7 @@ async fn an_http2_client_that_sends_no_request_is_closed_after_the_header_read_t
     const T: Duration = Duration::from_secs(3);
     let limit = T + Duration::from_secs(2);
     let tls = SelfSigned::new();
-    let (listener, h2c) = bind().await;
-    tokio::spawn(
-        Server::new(listener)
-            .header_read_timeout(T)
-            .serve(live_app(SseLayer::new())),
-    );
-    let (listener, https) = bind().await;
-    tokio::spawn(
-        Server::new(listener)
-            .rustls(tls.server.clone())
-            .header_read_timeout(T)
-            .serve(live_app(SseLayer::new())),
-    );
+    let (h2c, https) = plain_and_tls(&tls, T).await;
     let over_tls = |alpn: &'static [u8], sent: &'static [u8]| {
         let tls = tls.clone();
         async move {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    serve::{bind, live_app, plain_app, SelfSigned, PREFACE_AND_SETTINGS},
+    serve::{bind, live_app, plain_and_tls, plain_app, SelfSigned, PREFACE_AND_SETTINGS},
     RawClient,
 };
 use futures_util::{stream, StreamExt};
@@ -425,19 +425,7 @@ async fn slowloris_dribbles_are_cut_one_header_read_timeout_after_accept() {
     const PAUSE: Duration = Duration::from_millis(150);
     let limit = T + Duration::from_secs(2);
     let tls = SelfSigned::new();
-    let (listener, plain) = bind().await;
-    tokio::spawn(
-        Server::new(listener)
-            .header_read_timeout(T)
-            .serve(live_app(SseLayer::new())),
-    );
-    let (listener, https) = bind().await;
-    tokio::spawn(
-        Server::new(listener)
-            .rustls(tls.server.clone())
-            .header_read_timeout(T)
-            .serve(live_app(SseLayer::new())),
-    );
+    let (plain, https) = plain_and_tls(&tls, T).await;
 
     // Writes with `feed` while reading until the server closes; what it answered.
     async fn attack<F>(addr: SocketAddr, feed: F) -> (Option<Duration>, Vec<u8>)
@@ -512,19 +500,7 @@ async fn a_first_request_at_nine_tenths_of_the_budget_is_served() {
     const T: Duration = Duration::from_secs(2);
     let late = T * 9 / 10;
     let tls = SelfSigned::new();
-    let (listener, plain) = bind().await;
-    tokio::spawn(
-        Server::new(listener)
-            .header_read_timeout(T)
-            .serve(live_app(SseLayer::new())),
-    );
-    let (listener, https) = bind().await;
-    tokio::spawn(
-        Server::new(listener)
-            .rustls(tls.server.clone())
-            .header_read_timeout(T)
-            .serve(live_app(SseLayer::new())),
-    );
+    let (plain, https) = plain_and_tls(&tls, T).await;
 
     let h1_silent_then_whole = async {
         let since = Instant::now();

@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower_sse::{Event, SseBody, SseLayer};
+use tower_sse::{serve::Server, Event, SseBody, SseLayer};
 
 /// The 24-byte HTTP/2 preface and an empty SETTINGS frame: all an HTTP/2 client sends before
 /// its first request (33 bytes).
@@ -38,6 +38,28 @@ pub fn live_app(
             let events = stream::iter([Event::message("live")]).chain(stream::pending());
             Ok::<_, Infallible>(SseBody::from_request(&req, events).into_http_response())
         })
+}
+
+/// Two servers of [`live_app`] with this header-read timeout: one plain (HTTP/1.1 and h2c),
+/// one over TLS with `tls`'s certificate. Their addresses, in that order.
+pub async fn plain_and_tls(
+    tls: &SelfSigned,
+    header_read_timeout: std::time::Duration,
+) -> (SocketAddr, SocketAddr) {
+    let (listener, plain) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .header_read_timeout(header_read_timeout)
+            .serve(live_app(SseLayer::new())),
+    );
+    let (listener, https) = bind().await;
+    tokio::spawn(
+        Server::new(listener)
+            .rustls(tls.server.clone())
+            .header_read_timeout(header_read_timeout)
+            .serve(live_app(SseLayer::new())),
+    );
+    (plain, https)
 }
 
 /// An app that answers every request with a short body.
