@@ -9,7 +9,8 @@
 //!   second; a new client first gets the latest values from the history
 //!
 //! Served with `tower_sse::serve::Server`, so HTTP/1.1 and HTTP/2 (h2c) both work; Ctrl-C ends
-//! every stream with a final event and a `retry` hint, then the server exits. Set `PORT` to listen
+//! every stream with a final event and a come-back `retry` (drawn from 1–5 s, so clients do
+//! not all return at once), then the server exits. Set `PORT` to listen
 //! elsewhere (`PORT=0` picks a free port).
 
 #[path = "support/log.rs"]
@@ -122,7 +123,6 @@ pub async fn serve(
 pub fn goodbye() -> Option<Event> {
     Event::builder()
         .event("shutdown")
-        .retry(Duration::from_secs(5))
         .data("server restarting")
         .build()
         .ok()

@@ -1,8 +1,10 @@
 //! [`SseBody`]: an `http_body::Body` that writes a stream of events as an SSE response.
 
 use crate::{
+    come_back::Cause,
     context::{BodyParts, SseContext},
     disconnect::{CloseGuard, CloseReason, Disconnect},
+    drain::DrainClock,
     event::{Event, EventBuilder, EventError},
     keep_alive::IdleTimer,
     lifetime::LifetimeTimer,
@@ -144,6 +146,7 @@ pin_project! {
         stream: SyncWrapper<S>,
         idle: IdleTimer,
         lifetime: LifetimeTimer,
+        drain: DrainClock,
         settings: Arc<Settings>,
         state: State,
         guard: Option<CloseGuard>,
@@ -200,6 +203,9 @@ enum Gathered {
     Ended,
     /// The stream failed (or panicked).
     Failed(BoxError),
+    /// The stream's last event, after which it must be told to come back (a hub evicted the
+    /// subscriber or was closed); nothing is read after it.
+    Last { event: Event, cause: Cause },
 }
 
 impl<S> SseBody<S> {
@@ -281,6 +287,7 @@ impl<S> SseBody<S> {
             stream: SyncWrapper::new(stream),
             idle: IdleTimer::default(),
             lifetime: LifetimeTimer::default(),
+            drain: DrainClock::default(),
             settings: parts.settings,
             state: if parts.refused {
                 State::Refused(parts.comeback)
@@ -409,8 +416,14 @@ where
         let polled = panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx)));
         match polled {
             Ok(Poll::Ready(Some(item))) => match item.into_event() {
-                Ok(event) if event.is_empty() => {}
-                Ok(event) => frame.push(event.into_bytes()),
+                Ok(event) => {
+                    if let Some(cause) = event.come_back() {
+                        return Gathered::Last { event, cause };
+                    }
+                    if !event.is_empty() {
+                        frame.push(event.into_bytes());
+                    }
+                }
                 Err(err) => return Gathered::Failed(err.into()),
             },
             Ok(Poll::Ready(None)) => return Gathered::Ended,
@@ -450,22 +463,25 @@ fn before_streaming(
         },
         State::Opening => {
             *state = State::Streaming;
-            settings.open_frame.then(|| {
+            settings.open_frame().map(|frame| {
                 idle.bump(&settings.keep_alive);
-                Poll::Ready(Some(Ok(Frame::data(settings.open_frame()))))
+                Poll::Ready(Some(Ok(Frame::data(frame))))
             })
         }
         State::Streaming | State::Draining { .. } => None,
     }
 }
 
-/// A streaming body's next state: draining when a shutdown was triggered or its lifetime has
-/// passed (the shutdown's final event wins when both happen at once), else still streaming.
+/// A streaming body's next state: draining when a shutdown was triggered and the body's turn
+/// under the drain policy has come, or when its lifetime has passed (the shutdown's final event
+/// wins when both happen at once), else still streaming.
 fn drain_if_ending(
     shutdown: Option<&ShutdownWatch>,
+    drain: &mut DrainClock,
     lifetime: &LifetimeTimer,
     settings: &Settings,
 ) -> State {
+    let shutdown = shutdown.filter(|s| drain.is_due(s.triggered_at(), &settings.drain));
     match shutdown {
         Some(shutdown) => State::Draining {
             budget: shutdown.flush_limit(),
@@ -497,6 +513,12 @@ impl Ends<'_> {
                 self.close(CloseReason::Completed);
                 State::Done
             }
+            Gathered::Last { event, cause } => {
+                frame.push(event.into_bytes());
+                frame.push(self.settings.come_back(cause));
+                self.close(CloseReason::Completed);
+                State::Done
+            }
             Gathered::Failed(error) => {
                 self.close(CloseReason::Error);
                 self.settings.report(&error);
@@ -525,14 +547,11 @@ impl Ends<'_> {
         }
     }
 
-    /// The lifetime passed while the stream had nothing ready, so nothing is left to drain: the
-    /// last frame goes out now.
-    fn lifetime_reached(&self, state: &mut State) -> Polled {
+    /// The lifetime passed, or the body's drain point under a shutdown, while the stream had
+    /// nothing ready, so nothing is left to drain: the last frame goes out now.
+    fn reached(&self, state: &mut State, cause: Drain) -> Polled {
         let mut frame = FrameBuf::new();
-        let draining = State::Draining {
-            budget: 0,
-            cause: Drain::Lifetime,
-        };
+        let draining = State::Draining { budget: 0, cause };
         *state = self.next_state(draining, Gathered::Pending, &mut frame);
         Poll::Ready(frame.take().map(|bytes| Ok(Frame::data(bytes))))
     }
@@ -544,6 +563,7 @@ impl Ends<'_> {
                 if let Some(event) = self.shutdown.and_then(ShutdownWatch::final_event) {
                     frame.push(event.into_bytes());
                 }
+                frame.push(self.settings.come_back(Cause::Shutdown));
                 self.close(CloseReason::Shutdown);
             }
             Drain::Lifetime => {
@@ -551,7 +571,7 @@ impl Ends<'_> {
                     max_lifetime = ?self.settings.max_lifetime,
                     "SSE stream lifetime reached: the client is told to reconnect"
                 );
-                frame.push(self.settings.lifetime_frame());
+                frame.push(self.settings.come_back(Cause::Lifetime));
                 self.close(CloseReason::Rotated);
             }
         }
@@ -578,12 +598,13 @@ where
         let settings = &**this.settings;
         // The first poll starts the lifetime; nothing restarts it.
         this.lifetime.start(settings.max_lifetime);
+        this.drain.open();
         if let Some(poll) = before_streaming(this.state, settings, this.idle, cx) {
             return poll;
         }
         let triggered = this.shutdowns.iter().find(|s| s.is_triggered());
         if let State::Streaming = this.state {
-            *this.state = drain_if_ending(triggered, this.lifetime, settings);
+            *this.state = drain_if_ending(triggered, this.drain, this.lifetime, settings);
         }
 
         let mut frame = FrameBuf::new();
@@ -619,11 +640,18 @@ where
         }
         // The stream is pending: wake up for a shutdown, and for the lifetime and keep-alive
         // timers, which are polled nowhere else.
-        for shutdown in this.shutdowns.iter() {
-            shutdown.register(cx);
+        // Once a trigger is seen, the drain clock says when to end: a shutdown's waker (which
+        // wakes at once when registered after the trigger) would spin the task.
+        if triggered.is_none() {
+            for shutdown in this.shutdowns.iter() {
+                shutdown.register(cx);
+            }
         }
         if this.lifetime.poll(cx).is_ready() {
-            return ends.lifetime_reached(this.state);
+            return ends.reached(this.state, Drain::Lifetime);
+        }
+        if triggered.is_some() && this.drain.poll(cx).is_ready() {
+            return ends.reached(this.state, Drain::Shutdown);
         }
         this.idle
             .poll(&settings.keep_alive, cx)
@@ -982,7 +1010,7 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
-        assert!((1000..=2000).contains(&lifetime_retry(&last)), "{last:?}");
+        assert!((1000..=5000).contains(&lifetime_retry(&last)), "{last:?}");
         assert!(next(&mut body).await.is_none());
         assert!(body.is_end_stream());
         assert_eq!(ended.reason(), Some(CloseReason::Rotated));
@@ -1128,7 +1156,7 @@ mod tests {
         let body = SseBody::new(stream::pending::<Event>())
             .open_frame(false)
             .max_lifetime(Duration::ZERO)
-            .lifetime_retry(Duration::ZERO);
+            .come_back(Duration::ZERO..=Duration::ZERO);
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(bytes, "retry: 0\n: stream lifetime reached, reconnect\n\n");
 
@@ -1138,7 +1166,7 @@ mod tests {
             .open_frame(false)
             .keep_alive(KeepAlive::disabled())
             .max_lifetime(Duration::MAX)
-            .lifetime_retry(Duration::MAX);
+            .come_back(Duration::MAX..=Duration::MAX);
         let mut body = std::pin::pin!(body);
         let start = Instant::now();
         let early = tokio::time::timeout(Duration::from_secs(86_400), next(&mut body)).await;
@@ -1174,7 +1202,7 @@ mod tests {
         let layer = crate::SseLayer::new()
             .keep_alive(KeepAlive::disabled())
             .max_lifetime(Duration::from_secs(1000))
-            .lifetime_retry(Duration::from_secs(30));
+            .come_back(Duration::from_secs(30)..=Duration::from_secs(60));
         let (mut body, stats) = under_layer(layer.clone(), Some(Duration::from_secs(10))).await;
         let ended = body.disconnect_handle();
         let start = Instant::now();
@@ -1200,6 +1228,52 @@ mod tests {
         );
     }
 
+    /// A waker that counts its wake-ups.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_waiting_for_its_drain_turn_sleeps_instead_of_spinning() {
+        let shutdown = crate::Shutdown::new();
+        let layer = crate::SseLayer::new()
+            .keep_alive(KeepAlive::disabled())
+            .shutdown(&shutdown)
+            .drain(crate::DrainPolicy::Finish(Duration::from_secs(60)));
+        let (body, _) = under_layer(layer, None).await;
+        let mut body = Box::pin(body);
+        let counter = Arc::new(CountingWaker(Default::default()));
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        shutdown.trigger(None);
+        let woken = counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(woken, 1, "the trigger wakes the body");
+        // Its turn is a minute away: polled now, it must wait without waking itself.
+        for _ in 0..3 {
+            assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        }
+        tokio::task::yield_now().await;
+        let woken = counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(woken, 1, "no wake-up before its turn");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            counter.0.load(std::sync::atomic::Ordering::SeqCst) > 1,
+            "woken at its turn"
+        );
+        let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) else {
+            panic!("the block at its turn");
+        };
+        assert!(frame
+            .into_data()
+            .unwrap()
+            .ends_with(b": server shutting down, reconnect\n\n"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_shutdown_before_the_lifetime_wins() {
         let shutdown = crate::Shutdown::new();
@@ -1216,7 +1290,12 @@ mod tests {
         });
         let start = Instant::now();
         let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(bytes, "event: bye\ndata: \n\n");
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let block = text.strip_prefix("event: bye\ndata: \n\n").unwrap();
+        assert!(
+            block.ends_with("\n: server shutting down, reconnect\n\n"),
+            "{block:?}"
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(3));
         assert_eq!(ended.reason(), Some(CloseReason::Shutdown));
         assert_eq!(stats.rotated(), 0);

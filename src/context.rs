@@ -1,6 +1,8 @@
 //! [`SseContext`]: what an [`SseLayer`](crate::SseLayer) hands to the SSE body of one request.
 
 use crate::{
+    admission::Admission,
+    come_back::Cause,
     disconnect::{CloseGuard, CloseReason, Disconnect},
     settings::Settings,
     shutdown::{Shutdown, ShutdownWatch},
@@ -19,6 +21,19 @@ pub(crate) enum Refusal {
     NotAcceptable,
     /// A stream limit of an enclosing layer is reached.
     OverLimit,
+    /// The connect-rate budget ([`Admission`]) of an enclosing layer is spent.
+    Throttled,
+}
+
+impl Refusal {
+    /// What the come-back block says, for the refusals that send one.
+    fn cause(self) -> Option<Cause> {
+        match self {
+            Refusal::NotAcceptable => None,
+            Refusal::OverLimit => Some(Cause::OverLimit),
+            Refusal::Throttled => Some(Cause::Throttled),
+        }
+    }
 }
 
 /// The SSE context of one request: the settings of the [`SseLayer`](crate::SseLayer)s it went
@@ -77,6 +92,7 @@ pub(crate) struct Chain {
     /// Shared with the disconnect guard of every stream, which gives the slots back.
     limits: Arc<[Arc<Streams>]>,
     shutdowns: Vec<Shutdown>,
+    admissions: Vec<Admission>,
 }
 
 impl Chain {
@@ -90,11 +106,13 @@ impl Chain {
         settings: Arc<Settings>,
         limit: Arc<Streams>,
         shutdown: Option<Shutdown>,
+        admission: Option<Admission>,
     ) -> Arc<Chain> {
         Arc::new(Chain {
             settings,
             limits: Arc::new([limit]),
             shutdowns: shutdown.into_iter().collect(),
+            admissions: admission.into_iter().collect(),
         })
     }
 }
@@ -193,6 +211,12 @@ impl SseContext {
                 .chain(&layer.shutdowns)
                 .cloned()
                 .collect(),
+            admissions: outer
+                .admissions
+                .iter()
+                .chain(&layer.admissions)
+                .cloned()
+                .collect(),
         });
         SseContext {
             chain,
@@ -237,6 +261,9 @@ impl SseContext {
             Some(Refusal::NotAcceptable)
         } else if !acquire_all(&chain.limits) {
             Some(Refusal::OverLimit)
+        } else if !admit_all(&chain.admissions) {
+            chain.limits.iter().for_each(|limit| limit.release());
+            Some(Refusal::Throttled)
         } else {
             None
         };
@@ -249,13 +276,20 @@ impl SseContext {
                 slot.guard = Some(guard);
                 slot.refusal = Some(refusal);
                 parts.refused = true;
-                if refusal == Refusal::OverLimit {
-                    tracing::info!(
+                match refusal {
+                    Refusal::OverLimit => tracing::info!(
                         limit = ?chain.limits.iter().map(|l| l.max()).collect::<Vec<_>>(),
                         "SSE stream refused: a stream limit is reached"
-                    );
+                    ),
+                    Refusal::Throttled => tracing::debug!(
+                        next_token_in = ?chain.admissions.iter().map(Admission::refill_time).max(),
+                        "SSE stream refused: the connect-rate budget is spent"
+                    ),
+                    Refusal::NotAcceptable => {}
+                }
+                if let Some(cause) = refusal.cause() {
                     if self.request.event_stream_client {
-                        parts.comeback = Some(chain.settings.comeback_frame());
+                        parts.comeback = Some(chain.settings.come_back(cause));
                     }
                 }
             }
@@ -274,7 +308,8 @@ impl SseContext {
         Outcome {
             built: slot.built,
             refusal: slot.refusal,
-            comeback: slot.refusal == Some(Refusal::OverLimit) && self.request.event_stream_client,
+            comeback: slot.refusal.and_then(Refusal::cause).is_some()
+                && self.request.event_stream_client,
         }
     }
 
@@ -290,6 +325,17 @@ fn acquire_all(limits: &[Arc<Streams>]) -> bool {
         if !limit.acquire() {
             limits[..i].iter().for_each(|taken| taken.release());
             limit.count_refusal();
+            return false;
+        }
+    }
+    true
+}
+
+/// Takes a token from every budget, or none (the ones taken are given back).
+fn admit_all(admissions: &[Admission]) -> bool {
+    for (i, admission) in admissions.iter().enumerate() {
+        if !admission.take() {
+            admissions[..i].iter().for_each(Admission::give_back);
             return false;
         }
     }

@@ -1,6 +1,7 @@
 //! One Server-Sent Event and its wire encoding; the docs are on [`Event`] and [`EventBuilder`].
 
 use crate::{
+    come_back::Cause,
     delay,
     last_event_id::{id_fault, IdFault},
 };
@@ -62,6 +63,9 @@ pub struct Event {
     /// precedes it.
     id_start: u32,
     id_len: u32,
+    /// Set on the hub's own last events (evicted, closed): the body that sends this event ends
+    /// its stream after it with a come-back block for this cause.
+    come_back: Option<Cause>,
 }
 
 impl Event {
@@ -104,6 +108,7 @@ impl Event {
             bytes: buf.freeze(),
             id_start: 0,
             id_len: 0,
+            come_back: None,
         }
     }
 
@@ -157,6 +162,28 @@ impl Event {
         self.bytes.is_empty()
     }
 
+    /// An event that writes nothing.
+    pub(crate) fn empty() -> Event {
+        Event {
+            bytes: Bytes::new(),
+            id_start: 0,
+            id_len: 0,
+            come_back: None,
+        }
+    }
+
+    /// This event, marked as the last of its stream: the body that sends it adds a come-back
+    /// block for `cause` after it.
+    pub(crate) fn ending_stream(mut self, cause: Cause) -> Event {
+        self.come_back = Some(cause);
+        self
+    }
+
+    /// The cause of the come-back block that must follow this event, if it ends its stream.
+    pub(crate) fn come_back(&self) -> Option<Cause> {
+        self.come_back
+    }
+
     /// Whether this event ends with a blank line, that is whether it carries any field besides
     /// comments. Comment-only events are written as comment lines alone so that no client can take
     /// them for an (empty) event.
@@ -195,6 +222,7 @@ impl Event {
             bytes: buf.freeze(),
             id_start: offset(id_start)?,
             id_len: offset(id.len())?,
+            come_back: None,
         })
     }
 }
@@ -212,6 +240,7 @@ impl Event {
                 bytes,
                 id_start: 0,
                 id_len: 0,
+                come_back: None,
             });
         }
         if text.contains('\r') || !text.ends_with('\n') {
@@ -245,6 +274,7 @@ impl Event {
             bytes,
             id_start: 0,
             id_len: 0,
+            come_back: None,
         })
     }
 }
@@ -515,6 +545,7 @@ impl EventBuilder {
                 0
             },
             id_len: offset(self.id_len)?,
+            come_back: None,
         })
     }
 

@@ -61,8 +61,8 @@ where
         let outcome = context.finish();
         let mut response = result?;
         if let Some(refusal) = outcome.refusal {
-            let over_limit_retry = context.settings().over_limit_retry;
-            refuse(&mut response, refusal, outcome.comeback, over_limit_retry);
+            let window = context.settings().come_back;
+            refuse(&mut response, refusal, outcome.comeback, &window);
             return Poll::Ready(Ok(response));
         }
         // A body that was built and then thrown away has already closed the handle.

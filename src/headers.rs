@@ -1,20 +1,22 @@
 //! The SSE header policy: the headers of an SSE response, the refusals, and the `Accept` check.
 
-use crate::{context::Refusal, delay};
+use crate::{
+    come_back::{self, Window},
+    context::Refusal,
+};
 use http::{
     header::{self, HeaderName, HeaderValue},
     HeaderMap, Response, StatusCode,
 };
-use std::time::Duration;
 
 /// Turns a response whose body was built refused into the refusal: `406`; for an over-limit
-/// `EventSource` client, a `200` event stream (whose body only says when to come back); for
-/// any other over-limit client, `503` with `Retry-After`.
+/// or throttled `EventSource` client, a `200` event stream (whose body only says when to come
+/// back); for any other such client, `503` with `Retry-After` drawn from the come-back window.
 pub(crate) fn refuse<B>(
     response: &mut Response<B>,
     refusal: Refusal,
     comeback: bool,
-    over_limit_retry: Duration,
+    window: &Window,
 ) {
     if comeback {
         *response.status_mut() = StatusCode::OK;
@@ -26,9 +28,9 @@ pub(crate) fn refuse<B>(
     headers.remove(header::CONTENT_LENGTH);
     match refusal {
         Refusal::NotAcceptable => *response.status_mut() = StatusCode::NOT_ACCEPTABLE,
-        Refusal::OverLimit => {
+        Refusal::OverLimit | Refusal::Throttled => {
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            let seconds = delay::millis(over_limit_retry).div_ceil(1000).max(1);
+            let seconds = come_back::retry_after_seconds(window);
             let value = HeaderValue::from_str(&seconds.to_string())
                 .unwrap_or(HeaderValue::from_static("5"));
             response.headers_mut().insert(header::RETRY_AFTER, value);

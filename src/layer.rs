@@ -1,7 +1,9 @@
 //! [`SseLayer`]: the tower layer that configures and frames SSE responses.
 
 use crate::{
+    admission::Admission,
     context::Chain,
+    drain::DrainPolicy,
     service::SseService,
     settings::{settings_setters, Settings},
     shutdown::Shutdown,
@@ -91,6 +93,7 @@ struct Config {
     settings: Arc<Settings>,
     streams: Arc<Streams>,
     shutdown: Option<Shutdown>,
+    admission: Option<Admission>,
 }
 
 impl Default for SseLayer {
@@ -100,6 +103,7 @@ impl Default for SseLayer {
                 settings: Settings::shared_default(),
                 streams: Arc::new(Streams::new(usize::MAX)),
                 shutdown: None,
+                admission: None,
             },
         }
     }
@@ -121,13 +125,14 @@ impl SseLayer {
     /// in it never joins), and the client is told to come back later in the way it understands:
     /// - a client that asks for `text/event-stream` in `Accept` (every `EventSource` does)
     ///   gets a `200` event stream whose whole body is one block: a `retry:` line, with a delay
-    ///   drawn between once and twice [`over_limit_retry`](Self::over_limit_retry), a comment,
-    ///   and a blank line (`retry: 7316\n: over capacity, come back later\n\n`); the stream
+    ///   drawn from the [`come_back`](Self::come_back) window, a comment,
+    ///   and a blank line (`retry: 3316\n: over capacity, come back later\n\n`); the stream
     ///   then ends and the client reconnects after that delay. (A browser treats any status
     ///   but `200` as fatal and never reconnects.) The block has no `data`, so browsers
     ///   dispatch nothing: `retry` only updates the reconnection delay. The blank line is there
     ///   for clients that apply a `retry:` only once its block ends.
-    /// - any other client gets `503 Service Unavailable` with `Retry-After`.
+    /// - any other client gets `503 Service Unavailable` with `Retry-After` (a delay drawn from
+    ///   the same window, in whole seconds).
     ///
     /// Refusals are counted ([`StreamStats::refused`]) and logged with `tracing` at `INFO`.
     pub fn max_streams(mut self, limit: usize) -> Self {
@@ -135,9 +140,62 @@ impl SseLayer {
         self
     }
 
-    /// Ends every stream under this layer when `shutdown` is triggered; see [`Shutdown`].
+    /// Ends every stream under this layer when `shutdown` is triggered, as the
+    /// [`drain`](Self::drain) policy says; see [`Shutdown`].
     pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        shutdown.note_drain(self.config.settings.drain.span());
         self.config.shutdown = Some(shutdown.clone());
+        self
+    }
+
+    /// Sets when the streams under this layer end once its [`shutdown`](Self::shutdown) is
+    /// triggered: all at once, in waves spread over a span, or after a grace period for
+    /// streams that must complete; see [`DrainPolicy`]. The [`Shutdown`] learns the policy's
+    /// span ([`Shutdown::drain_span`]), and [`serve::Server`](crate::serve::Server) waits that
+    /// much longer before closing connections. Default: [`DrainPolicy::Immediate`].
+    pub fn drain(mut self, policy: DrainPolicy) -> Self {
+        Arc::make_mut(&mut self.config.settings).drain = policy;
+        if let Some(shutdown) = &self.config.shutdown {
+            shutdown.note_drain(policy.span());
+        }
+        self
+    }
+
+    /// Limits the rate at which new SSE streams open under this layer (and every layer given
+    /// the same [`Admission`]); see there. Default: no limit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use http::{Request, StatusCode};
+    /// use http_body_util::BodyExt;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::{Admission, Event, SseBody, SseLayer};
+    ///
+    /// let admission = Admission::new(0.0, 1); // one stream, then none
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new().admission(&admission))
+    ///     .service_fn(|_req: Request<()>| async {
+    ///         let events = futures_util::stream::iter([Event::message("hi")]);
+    ///         Ok::<_, std::convert::Infallible>(SseBody::new(events).into_http_response())
+    ///     });
+    /// let browser = || Request::get("/").header("accept", "text/event-stream").body(()).unwrap();
+    /// let first = service.clone().oneshot(browser()).await.unwrap();
+    /// assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), ":\ndata: hi\n\n");
+    ///
+    /// // Over budget: an EventSource is told to come back (a 503 would make it give up) ...
+    /// let second = service.clone().oneshot(browser()).await.unwrap();
+    /// assert_eq!(second.status(), StatusCode::OK);
+    /// let bytes = second.into_body().collect().await.unwrap().to_bytes();
+    /// assert!(bytes.ends_with(b"\n: too many new connections, come back later\n\n"));
+    /// // ... any other client gets a 503 with Retry-After.
+    /// let curl = service.oneshot(Request::new(())).await.unwrap();
+    /// assert_eq!(curl.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// assert!(curl.headers().contains_key("retry-after"));
+    /// assert_eq!(admission.refused(), 2);
+    /// # }
+    /// ```
+    pub fn admission(mut self, admission: &Admission) -> Self {
+        self.config.admission = Some(admission.clone());
         self
     }
 
@@ -183,15 +241,6 @@ impl SseLayer {
         Arc::make_mut(&mut self.config.settings).last_event_id_query = name.map(Arc::from);
         self
     }
-
-    /// Sets the base delay after which a client turned away by [`max_streams`](Self::max_streams)
-    /// comes back: an `EventSource` client is told to reconnect after a delay drawn between
-    /// once and twice this (so that refused clients do not all return at once); other clients
-    /// get it, in whole seconds, as `Retry-After`. Saturates at 2³¹−1 ms. Default: 5 seconds.
-    pub fn over_limit_retry(mut self, delay: std::time::Duration) -> Self {
-        Arc::make_mut(&mut self.config.settings).over_limit_retry = delay;
-        self
-    }
 }
 
 impl<S> Layer<S> for SseLayer {
@@ -203,6 +252,7 @@ impl<S> Layer<S> for SseLayer {
             config.settings.clone(),
             config.streams.clone(),
             config.shutdown.clone(),
+            config.admission.clone(),
         );
         SseService::new(inner, chain)
     }

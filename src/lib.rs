@@ -109,7 +109,7 @@
 //! |---|---|---|
 //! | [`stream-error`](STREAM_ERROR) | the stream failed, under [`ErrorPolicy::Close`] (the default) or `CloseWithMessage`; it carries a `retry:` back-off and ends the stream | [`STREAM_ERROR_DATA`], or the error's text with `CloseWithMessage` |
 //! | [`history-lost`](hub::HISTORY_LOST) | a hub subscriber's `Last-Event-ID` cannot be resumed from | `{"reason":"history-lost"}` |
-//! | [`evicted`](hub::EVICTED) | a hub subscriber fell too far behind under [`hub::LagPolicy::Evict`]; it carries a `retry:` hint and ends the stream | `{"behind":N}` |
+//! | [`evicted`](hub::EVICTED) | a hub subscriber fell too far behind under [`hub::LagPolicy::Evict`]; a come-back block follows it and the stream ends | `{"behind":N}` |
 //! | [`missed`](hub::MISSED) | a hub subscriber skipped events under [`hub::LagPolicy::Skip`] | `{"missed":N}` |
 //!
 //! The final event of a [`Shutdown`] or [`hub::Hub::close`] is the application's own.
@@ -132,14 +132,17 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod admission;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod body;
+mod come_back;
 mod context;
 pub mod decode;
 mod delay;
 mod disconnect;
+mod drain;
 mod event;
 mod future;
 mod headers;
@@ -163,9 +166,11 @@ mod sync;
 #[cfg_attr(docsrs, doc(cfg(feature = "warp")))]
 pub mod warp;
 
+pub use admission::Admission;
 pub use body::{SseBody, SseItem};
 pub use context::SseContext;
 pub use disconnect::{CloseReason, Disconnect};
+pub use drain::DrainPolicy;
 pub use event::{Event, EventBuilder, EventError, Field};
 pub use future::ResponseFuture;
 pub use keep_alive::KeepAlive;

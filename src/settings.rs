@@ -1,7 +1,14 @@
 //! The per-response settings an [`SseLayer`](crate::SseLayer) hands to its bodies, and the
 //! setters that [`SseLayer`](crate::SseLayer) and [`SseBody`](crate::SseBody) share.
 
-use crate::{delay, event::put_u64, keep_alive::KeepAlive, BoxError};
+use crate::{
+    come_back::{self, Cause, Window},
+    delay,
+    drain::DrainPolicy,
+    event::put_u64,
+    keep_alive::KeepAlive,
+    BoxError,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::{
     fmt,
@@ -108,14 +115,16 @@ pub(crate) struct Settings {
     pub(crate) error_retry: Duration,
     pub(crate) error_hook: Option<ErrorHook>,
     pub(crate) open_frame: bool,
-    /// The base delay after which a client turned away by a stream limit comes back.
-    pub(crate) over_limit_retry: Duration,
+    /// The window every come-back `retry:` is drawn from.
+    pub(crate) come_back: Window,
     /// The query parameter read as the `Last-Event-ID` when the header is absent.
     pub(crate) last_event_id_query: Option<std::sync::Arc<str>>,
     /// How long a stream lives at most, before jitter; `None`: for ever.
     pub(crate) max_lifetime: Option<Duration>,
-    /// The base delay after which a client whose stream reached its lifetime comes back.
-    pub(crate) lifetime_retry: Duration,
+    /// When streams end after a shutdown's trigger.
+    pub(crate) drain: DrainPolicy,
+    /// Bytes of the padding comment sent with the open frame; 0: none.
+    pub(crate) open_padding: usize,
 }
 
 /// Default query parameter read as the `Last-Event-ID` when the header is absent: the name of
@@ -125,14 +134,8 @@ pub(crate) const DEFAULT_LAST_EVENT_ID_QUERY: &str = "lastEventId";
 /// Default cap of one coalesced frame, in bytes.
 pub(crate) const DEFAULT_COALESCE: usize = 16 * 1024;
 
-/// Default base delay after which a client turned away by a stream limit comes back.
-pub(crate) const DEFAULT_OVER_LIMIT_RETRY: Duration = Duration::from_secs(5);
-
-/// Default base delay after which a client whose stream reached its lifetime comes back.
-pub(crate) const DEFAULT_LIFETIME_RETRY: Duration = Duration::from_secs(1);
-
-/// The comment of the frame that ends a stream at its lifetime.
-pub(crate) const LIFETIME_COMMENT: &[u8] = b": stream lifetime reached, reconnect\n";
+/// The most bytes [`open_padding`](crate::SseLayer::open_padding) sends: 64 KiB.
+pub(crate) const MAX_OPEN_PADDING: usize = 64 * 1024;
 
 /// Default back-off sent with the final [`STREAM_ERROR`] event.
 pub(crate) const DEFAULT_ERROR_RETRY: Duration = Duration::from_secs(5);
@@ -147,10 +150,11 @@ impl Default for Settings {
             error_retry: DEFAULT_ERROR_RETRY,
             error_hook: None,
             open_frame: true,
-            over_limit_retry: DEFAULT_OVER_LIMIT_RETRY,
+            come_back: come_back::DEFAULT_WINDOW,
             last_event_id_query: Some(DEFAULT_LAST_EVENT_ID_QUERY.into()),
             max_lifetime: None,
-            lifetime_retry: DEFAULT_LIFETIME_RETRY,
+            drain: DrainPolicy::Immediate,
+            open_padding: 0,
         }
     }
 }
@@ -162,35 +166,38 @@ impl Settings {
         DEFAULT.get_or_init(Arc::default).clone()
     }
 
-    /// The first frame of a stream: the retry hint when one is set, else an empty comment. Either
-    /// way a single line with no blank line after it, so no client dispatches anything.
-    pub(crate) fn open_frame(&self) -> Bytes {
-        match self.retry {
-            Some(retry) => {
-                let mut buf = BytesMut::with_capacity(28);
-                buf.put_slice(b"retry: ");
-                put_u64(&mut buf, delay::millis(retry));
-                buf.put_u8(b'\n');
-                buf.freeze()
-            }
-            None => Bytes::from_static(b":\n"),
+    /// The first frame of a stream: the retry hint when one is set, else an empty comment (when
+    /// [`open_frame`](crate::SseLayer::open_frame) is on), then the padding comment if one is
+    /// set. No blank line follows, so no client dispatches anything. `None`: no first frame.
+    pub(crate) fn open_frame(&self) -> Option<Bytes> {
+        let padding = self.open_padding.min(MAX_OPEN_PADDING);
+        if padding == 0 {
+            return self.open_frame.then(|| match self.retry {
+                Some(retry) => {
+                    let mut buf = BytesMut::with_capacity(28);
+                    put_retry_line(&mut buf, retry);
+                    buf.freeze()
+                }
+                None => Bytes::from_static(b":\n"),
+            });
         }
+        let mut buf = BytesMut::with_capacity(28 + padding);
+        if self.open_frame {
+            if let Some(retry) = self.retry {
+                put_retry_line(&mut buf, retry);
+            }
+        }
+        // One comment line of exactly `padding` bytes (two at least: `:` and the line end).
+        buf.put_u8(b':');
+        buf.put_bytes(b' ', padding.saturating_sub(2));
+        buf.put_u8(b'\n');
+        Some(buf.freeze())
     }
 
-    /// The whole body of a response refused by a stream limit, for an `EventSource` client: a
-    /// `retry:` line with a jittered delay (it takes effect at once, with no event), a comment
-    /// saying why, and the blank line that ends the block (some clients apply a `retry:` only
-    /// then; with no `data`, browsers dispatch nothing). The stream then ends and the client
-    /// reconnects after that delay.
-    pub(crate) fn comeback_frame(&self) -> Bytes {
-        comeback(self.over_limit_retry, b": over capacity, come back later\n")
-    }
-
-    /// The last frame of a stream that reached its [`max_lifetime`](crate::SseLayer::max_lifetime):
-    /// like [`comeback_frame`](Settings::comeback_frame), with the lifetime's own base delay
-    /// and comment.
-    pub(crate) fn lifetime_frame(&self) -> Bytes {
-        comeback(self.lifetime_retry, LIFETIME_COMMENT)
+    /// The block that tells a client to come back, for `cause`, its `retry:` drawn from the
+    /// [`come_back`](crate::SseLayer::come_back) window.
+    pub(crate) fn come_back(&self, cause: Cause) -> Bytes {
+        come_back::block(&self.come_back, cause)
     }
 
     /// Tells the server about a stream's error: the hook (a panic in it is contained) and
@@ -218,16 +225,11 @@ impl Settings {
     }
 }
 
-/// A block that makes an `EventSource` come back: `retry:` with a delay drawn between once and
-/// twice `base`, the `comment` line, and the blank line that ends the block.
-fn comeback(base: Duration, comment: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(24 + comment.len());
+/// A `retry:` line, in whole milliseconds, saturated.
+fn put_retry_line(buf: &mut BytesMut, retry: Duration) {
     buf.put_slice(b"retry: ");
-    put_u64(&mut buf, delay::millis(delay::jittered(base)));
+    put_u64(buf, delay::millis(retry));
     buf.put_u8(b'\n');
-    buf.put_slice(comment);
-    buf.put_u8(b'\n');
-    buf.freeze()
 }
 
 /// Setters shared by [`SseLayer`](crate::SseLayer) and [`SseBody`](crate::SseBody). `$default`
@@ -324,9 +326,9 @@ macro_rules! settings_setters {
         /// ```
         ///
         /// (`retry: <ms>\n: stream lifetime reached, reconnect\n\n`), where `<ms>` is drawn
-        /// between once and twice [`lifetime_retry`](Self::lifetime_retry), because a browser
-        /// `EventSource` waits exactly `retry` ms, with no jitter of its own. The block has no
-        /// `data`, so browsers dispatch nothing; the client reconnects with its
+        /// from the [`come_back`](Self::come_back) window, because a browser `EventSource`
+        /// waits exactly `retry` ms, with no jitter of its own. The block has no `data`, so
+        /// browsers dispatch nothing; the client reconnects with its
         /// `Last-Event-ID` and resumes where it was (with a hub subscription, with no gap).
         /// The stream's [`Disconnect`](crate::Disconnect) ends with
         /// [`CloseReason::Rotated`](crate::CloseReason::Rotated); each end is counted in
@@ -360,7 +362,7 @@ macro_rules! settings_setters {
         /// let text = std::str::from_utf8(&bytes).unwrap();
         /// let retry = text.strip_prefix("retry: ").unwrap();
         /// let retry = retry.strip_suffix("\n: stream lifetime reached, reconnect\n\n").unwrap();
-        /// assert!((1000..=2000).contains(&retry.parse::<u64>().unwrap()));
+        /// assert!((1000..=5000).contains(&retry.parse::<u64>().unwrap()));
         /// # }
         /// ```
         pub fn max_lifetime(mut self, lifetime: std::time::Duration) -> Self {
@@ -368,13 +370,68 @@ macro_rules! settings_setters {
             self
         }
 
-        /// Sets the base of the reconnection delay sent when a stream reaches its
-        /// [`max_lifetime`](Self::max_lifetime): the client is told to come back after a delay
-        /// drawn between once and twice this. Saturates at 2³¹−1 ms.
+        /// Sets the window from which the `retry:` of every come-back block is drawn: the
+        /// block that ends a stream on purpose (its [`max_lifetime`](Self::max_lifetime), a
+        /// [`Shutdown`](crate::Shutdown), a hub closing or evicting it) and the whole body of
+        /// a refusal (a stream limit, the [`Admission`](crate::Admission) budget). A browser
+        /// `EventSource` has no jitter of its own: it waits exactly `retry` ms, so streams cut
+        /// together come back together unless each is told a different delay. Each block
+        /// draws its own, uniformly in the window; a `503` refusal sends one, rounded up to
+        /// whole seconds, as `Retry-After`. The ends may come in either order; each saturates
+        /// at 2³¹−1 ms. (A stream that fails sends [`error_retry`](Self::error_retry) instead:
+        /// an error is not an end on purpose.)
         #[doc = $default]
-        /// 1 second.
-        pub fn lifetime_retry(mut self, delay: std::time::Duration) -> Self {
-            std::sync::Arc::make_mut(&mut self.$($settings).+).lifetime_retry = delay;
+        /// 1 to 5 seconds.
+        ///
+        /// ```
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+        /// use std::time::Duration;
+        /// use http_body_util::BodyExt;
+        /// use tower_sse::{Event, SseBody};
+        ///
+        /// let endless = futures_util::stream::pending::<Event>();
+        /// let body = SseBody::new(endless)
+        ///     .open_frame(false)
+        ///     .max_lifetime(Duration::ZERO)
+        ///     .come_back(Duration::from_millis(200)..=Duration::from_millis(800));
+        /// let bytes = body.collect().await.unwrap().to_bytes();
+        /// let text = std::str::from_utf8(&bytes).unwrap();
+        /// let ms: u64 = text["retry: ".len()..text.find('\n').unwrap()].parse().unwrap();
+        /// assert!((200..=800).contains(&ms));
+        /// # }
+        /// ```
+        pub fn come_back(mut self, window: std::ops::RangeInclusive<std::time::Duration>) -> Self {
+            std::sync::Arc::make_mut(&mut self.$($settings).+).come_back =
+                $crate::come_back::Window::new(window);
+            self
+        }
+
+        /// Sends a comment of `bytes` bytes (at most 64 KiB) right after the open frame, for
+        /// proxies that hold a response until they have a few KiB of it: some corporate and
+        /// antivirus HTTP proxies, and old browsers reading through the `XDomainRequest`
+        /// polyfills, which is why `EventSource` polyfills pad their streams with 2 KiB. A stream
+        /// that only sends a 13-byte keep-alive every 15 s can otherwise sit unseen in such a
+        /// buffer until the proxy's own time-out. The padding is one comment line (`:`,
+        /// spaces, a line end), so no client dispatches anything; it is sent once, even with
+        /// [`open_frame`](Self::open_frame) off (then alone), and costs nothing on the
+        /// connections after it is written. `0` sends none. Keep-alives are unchanged.
+        #[doc = $default]
+        /// `0`.
+        ///
+        /// ```
+        /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+        /// use http_body_util::BodyExt;
+        /// use tower_sse::{Event, SseBody};
+        ///
+        /// let events = futures_util::stream::iter([Event::message("hi")]);
+        /// let body = SseBody::new(events).open_frame(false).open_padding(2048);
+        /// let bytes = body.collect().await.unwrap().to_bytes();
+        /// assert_eq!(bytes.len(), 2048 + "data: hi\n\n".len());
+        /// assert!(bytes.starts_with(b":   ") && bytes.ends_with(b" \ndata: hi\n\n"));
+        /// # }
+        /// ```
+        pub fn open_padding(mut self, bytes: usize) -> Self {
+            std::sync::Arc::make_mut(&mut self.$($settings).+).open_padding = bytes;
             self
         }
     };
@@ -391,53 +448,44 @@ mod tests {
             retry: Some(Duration::from_millis(1500)),
             ..Settings::default()
         };
-        assert_eq!(settings.open_frame(), "retry: 1500\n");
-        assert_eq!(Settings::default().open_frame(), ":\n");
+        assert_eq!(settings.open_frame().unwrap(), "retry: 1500\n");
+        assert_eq!(Settings::default().open_frame().unwrap(), ":\n");
         let longest = Settings {
             retry: Some(Duration::MAX),
             ..Settings::default()
         };
-        assert_eq!(longest.open_frame(), "retry: 2147483647\n");
-    }
-
-    /// The `retry:` value of a come-back block, after checking the rest of its bytes.
-    fn comeback_retry(frame: &[u8], comment: &str) -> u64 {
-        let text = std::str::from_utf8(frame).unwrap();
-        let rest = text.strip_prefix("retry: ").unwrap();
-        let digits = rest.strip_suffix(&format!("\n{comment}\n\n")).unwrap();
-        digits.parse().unwrap()
+        assert_eq!(longest.open_frame().unwrap(), "retry: 2147483647\n");
     }
 
     #[test]
-    fn come_back_blocks_end_with_a_blank_line_and_jitter_their_retry() {
-        let settings = Settings {
-            over_limit_retry: Duration::from_secs(5),
-            lifetime_retry: Duration::from_millis(300),
-            ..Settings::default()
-        };
-        let over = comeback_retry(
-            &settings.comeback_frame(),
-            ": over capacity, come back later",
-        );
-        assert!((5000..=10_000).contains(&over), "{over}");
-        let lifetime = comeback_retry(
-            &settings.lifetime_frame(),
-            ": stream lifetime reached, reconnect",
-        );
-        assert!((300..=600).contains(&lifetime), "{lifetime}");
-        assert_eq!(
-            Settings::default().lifetime_retry,
-            Duration::from_secs(1),
-            "the documented default"
-        );
-        let longest = Settings {
-            lifetime_retry: Duration::MAX,
-            ..Settings::default()
+    fn padding_is_one_comment_line_of_the_size_asked_for() {
+        let padded = |open_frame: bool, bytes: usize, retry: Option<Duration>| {
+            Settings {
+                open_frame,
+                open_padding: bytes,
+                retry,
+                ..Settings::default()
+            }
+            .open_frame()
         };
         assert_eq!(
-            longest.lifetime_frame(),
-            "retry: 2147483647\n: stream lifetime reached, reconnect\n\n"
+            padded(true, 4, None).unwrap(),
+            ":  \n",
+            "replaces the empty comment"
         );
+        assert_eq!(
+            padded(true, 3, Some(Duration::from_secs(1))).unwrap(),
+            "retry: 1000\n: \n"
+        );
+        assert_eq!(padded(false, 1, None).unwrap(), ":\n", "two bytes at least");
+        assert_eq!(padded(false, 0, None), None);
+        assert_eq!(
+            padded(false, usize::MAX, None).unwrap().len(),
+            MAX_OPEN_PADDING
+        );
+        let big = padded(true, 2048, None).unwrap();
+        assert_eq!(big.len(), 2048);
+        assert_eq!(big.iter().filter(|b| **b == b'\n').count(), 1);
     }
 
     #[test]

@@ -6,21 +6,27 @@ use slab::Slab;
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, OnceLock,
     },
     task::Context,
+    time::Duration,
 };
+use tokio::time::Instant;
 
 /// Ends every SSE response created under the layers it is given to, for a graceful shutdown.
 ///
 /// An SSE response never ends by itself, so a server waiting for its connections to finish
 /// would wait forever. Give a `Shutdown` to [`SseLayer::shutdown`](crate::SseLayer::shutdown),
 /// and call [`trigger`](Shutdown::trigger) when the server is told to stop: every open body
-/// then sends every event its stream already has ready (up to the
-/// [`flush_limit`](Shutdown::flush_limit), 1 MiB by default), then the final event if one is
-/// given (typically with a `retry` hint saying when to come back), then ends. Bodies created
-/// after the trigger end the same way at once. Cloning is cheap; all clones are the same switch.
+/// then, when its layer's [`DrainPolicy`](crate::DrainPolicy) says (at once by default), sends
+/// every event its stream already has ready (up to the [`flush_limit`](Shutdown::flush_limit),
+/// 1 MiB by default), then the final event if one is given, then a come-back block
+/// (`retry: <ms>\n: server shutting down, reconnect\n\n`, its delay drawn from the layer's
+/// [`come_back`](crate::SseLayer::come_back) window, so that the clients do not all come back
+/// in the same second), then ends. The block comes last, so its `retry` is the one the client
+/// keeps. Bodies created after the trigger end the same way at once. Cloning is cheap; all
+/// clones are the same switch.
 ///
 /// # Stopping a server gracefully
 ///
@@ -30,12 +36,11 @@ use std::{
 /// published ready, so those go out (up to the flush limit) before the final event.
 /// [`Hub::close`](crate::hub::Hub::close) ends only that hub's subscriptions, after everything
 /// published and its own final event, with no byte limit; an application whose every stream is
-/// a hub subscription may use either. Give the final event to one of them only: with both, a
-/// client receives two.
+/// a hub subscription may use either (each ends with a come-back block). Give the final event
+/// to one of them only: with both, a client receives two.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use std::time::Duration;
 /// use http_body_util::BodyExt;
 /// use tower::{ServiceBuilder, ServiceExt};
 /// use tower_sse::{Event, Shutdown, SseBody, SseLayer};
@@ -49,10 +54,13 @@ use std::{
 ///     });
 /// let body = service.oneshot(http::Request::new(())).await.unwrap().into_body();
 ///
-/// let bye = Event::builder().event("bye").retry(Duration::from_secs(5)).data("restarting");
+/// let bye = Event::builder().event("bye").data("restarting");
 /// shutdown.trigger(bye.build().ok());
 /// let bytes = body.collect().await.unwrap().to_bytes();
-/// assert_eq!(bytes, "event: bye\nretry: 5000\ndata: restarting\n\n");
+/// let text = std::str::from_utf8(&bytes).unwrap();
+/// let come_back = text.strip_prefix("event: bye\ndata: restarting\n\nretry: ").unwrap();
+/// let ms: u64 = come_back.strip_suffix("\n: server shutting down, reconnect\n\n").unwrap().parse().unwrap();
+/// assert!((1000..=5000).contains(&ms), "drawn from the default window");
 /// # }
 /// ```
 #[derive(Clone, Default)]
@@ -62,7 +70,12 @@ pub struct Shutdown {
 
 struct Inner {
     triggered: AtomicBool,
+    /// When it was triggered; set before `triggered`.
+    triggered_at: OnceLock<Instant>,
     flush_limit: AtomicUsize,
+    /// The longest [`DrainPolicy::span`](crate::DrainPolicy::span) of the layers given this
+    /// switch, in milliseconds.
+    drain_span_ms: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -70,7 +83,9 @@ impl Default for Inner {
     fn default() -> Self {
         Inner {
             triggered: AtomicBool::new(false),
+            triggered_at: OnceLock::new(),
             flush_limit: AtomicUsize::new(DEFAULT_FLUSH_LIMIT),
+            drain_span_ms: AtomicU64::new(0),
             state: Mutex::default(),
         }
     }
@@ -101,13 +116,17 @@ impl Shutdown {
         self
     }
 
-    /// Ends every stream watching this switch, after the events it has ready, with
-    /// `final_event` last. Only the first call's event counts.
+    /// Ends every stream watching this switch, each when its layer's
+    /// [`DrainPolicy`](crate::DrainPolicy) says, after the events it has ready, with
+    /// `final_event` and then a come-back block last. A drain started twice is one drain: only
+    /// the first call counts, its event and its time.
     pub fn trigger(&self, final_event: Option<Event>) {
         let mut state = self.lock();
-        if self.inner.triggered.swap(true, Ordering::AcqRel) {
+        if self.inner.triggered.load(Ordering::Acquire) {
             return;
         }
+        self.inner.triggered_at.get_or_init(Instant::now);
+        self.inner.triggered.store(true, Ordering::Release);
         state.final_event = final_event;
         let wakers: Vec<_> = state.waiters.iter().map(|(_, w)| w.clone()).collect();
         drop(state);
@@ -122,6 +141,29 @@ impl Shutdown {
     /// How many bodies are watching now.
     pub fn watchers(&self) -> usize {
         self.lock().waiters.len()
+    }
+
+    /// The longest [`DrainPolicy::span`](crate::DrainPolicy::span) of the layers this switch
+    /// was given to: how long after the trigger their last stream ends (before its flush).
+    /// [`serve::Server`](crate::serve::Server) adds it to its graceful timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sse::{DrainPolicy, Shutdown, SseLayer};
+    ///
+    /// let shutdown = Shutdown::new();
+    /// let _waves = SseLayer::new().shutdown(&shutdown).drain(DrainPolicy::Waves(Duration::from_secs(10)));
+    /// let _plain = SseLayer::new().shutdown(&shutdown);
+    /// assert_eq!(shutdown.drain_span(), Duration::from_secs(10));
+    /// ```
+    pub fn drain_span(&self) -> Duration {
+        Duration::from_millis(self.inner.drain_span_ms.load(Ordering::Relaxed))
+    }
+
+    /// A layer with this drain policy was given this switch.
+    pub(crate) fn note_drain(&self, span: Duration) {
+        let ms = crate::delay::millis(span);
+        self.inner.drain_span_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     pub(crate) fn watch(&self) -> ShutdownWatch {
@@ -157,6 +199,16 @@ pub(crate) struct ShutdownWatch {
 impl ShutdownWatch {
     pub(crate) fn is_triggered(&self) -> bool {
         self.shutdown.is_triggered()
+    }
+
+    /// When the switch was triggered (now, if it was not).
+    pub(crate) fn triggered_at(&self) -> Instant {
+        self.shutdown
+            .inner
+            .triggered_at
+            .get()
+            .copied()
+            .unwrap_or_else(Instant::now)
     }
 
     /// The final event, once triggered.

@@ -137,7 +137,7 @@ async fn start_test_server() -> SocketAddr {
 async fn start_limited_server() -> (SocketAddr, tower_sse::StreamStats) {
     let layer = SseLayer::new()
         .max_streams(2)
-        .over_limit_retry(Duration::from_millis(300));
+        .come_back(Duration::from_millis(300)..=Duration::from_millis(600));
     let stats = layer.stream_stats();
     let requests = Arc::new(AtomicUsize::new(0));
     let app = Router::new()

@@ -170,12 +170,10 @@ async fn replay_meets_live_without_gap_or_duplicate_under_concurrent_publishing(
 }
 
 #[tokio::test]
-async fn evict_policy_ends_with_a_retry_hint_and_resume_loses_nothing() {
+async fn evict_policy_ends_the_stream_and_resume_loses_nothing() {
     let hub = Hub::builder()
         .max_lag(10, u64::MAX)
-        .lag_policy(LagPolicy::Evict {
-            retry: Duration::from_millis(1500),
-        })
+        .lag_policy(LagPolicy::Evict)
         .build();
     let topic = hub.topic("t");
     let mut sub = topic.subscribe(None);
@@ -195,7 +193,11 @@ async fn evict_policy_ends_with_a_retry_hint_and_resume_loses_nothing() {
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].event, EVICTED);
     assert_eq!(evicted[0].data, r#"{"behind":20}"#);
-    assert_eq!(decoder.retry(), Some(1500));
+    assert_eq!(
+        decoder.retry(),
+        None,
+        "the body sending it adds the come-back block"
+    );
     // The final event carries no id: the client resumes from its last real event.
     assert_eq!(decoder.last_event_id(), last_seen);
     assert_eq!(sub.next().await, None, "the stream ends");
@@ -554,12 +556,7 @@ async fn control_events(topic: &str) -> Vec<Event> {
         .next()
         .await;
     control.push(lost.unwrap());
-    for policy in [
-        LagPolicy::Skip,
-        LagPolicy::Evict {
-            retry: Duration::from_secs(1),
-        },
-    ] {
+    for policy in [LagPolicy::Skip, LagPolicy::Evict] {
         let hub = Hub::builder()
             .max_lag(2, u64::MAX)
             .lag_policy(policy)

@@ -778,3 +778,51 @@ async fn every_event_the_builder_makes_crosses_redis_and_costs_nothing_after_it(
     assert_eq!(data(&take(&mut resumed, 1).await), ["still here"]);
     assert_eq!(c.stats().history_lost, 0);
 }
+
+/// "the Redis engine runs one read at a time per topic, so a burst of resumes shares its reads":
+/// 300 clients resume at once on a node 200 ms behind Redis, each from an event that node has
+/// not received yet, and each asks for a read begun after it before the node's broker gets to
+/// run (one thread: the broker runs when the test yields). One read per request would be 300.
+/// Then 100 more resume one after another while reads are under way.
+#[tokio::test]
+#[ignore = "needs redis-server"]
+async fn a_burst_of_resumes_on_a_lagging_node_shares_its_history_reads() {
+    let server = RedisServer::start().await;
+    let (a, _) = node(&server);
+    let (b, _, _proxy) = lagging_node(&server, Duration::from_millis(200), Hub::builder()).await;
+    let _watcher = live(&b, &a, "t").await;
+    let mut ids = Vec::new();
+    for i in 1..=10u32 {
+        ids.push(publish(&a, "t", &i.to_string()).await);
+    }
+    let reads_before = b.stats().history_reads;
+    let mut moved = Vec::new();
+    for k in 0..300 {
+        let from = 1 + k % 10;
+        let mut sub = b.topic("t").subscribe(Some(&id(&ids[from as usize - 1])));
+        // Polled at once, as a server polls a new stream: it asks for its read now.
+        assert!(sub.next().now_or_never().is_none());
+        moved.push((from, sub));
+    }
+    for i in 11..=110u32 {
+        let id_seen = publish(&a, "t", &i.to_string()).await;
+        let mut sub = b.topic("t").subscribe(Some(&id(&id_seen)));
+        assert!(sub.next().now_or_never().is_none(), "nothing after {i} yet");
+        moved.push((i, sub));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    publish(&a, "t", "111").await;
+    for (from, sub) in &mut moved {
+        let want = numbers(*from + 1..=111);
+        assert_eq!(
+            data(&take(sub, want.len()).await),
+            want,
+            "resumed after {from}"
+        );
+    }
+    let reads = b.stats().history_reads - reads_before;
+    println!("history reads for 400 resumes on a node 200 ms behind: {reads}");
+    assert!(reads >= 1, "the resumes needed a read");
+    assert!(reads <= 20, "{reads} reads for 400 resumes");
+    assert_eq!(b.stats().history_lost, 0);
+}

@@ -1323,9 +1323,7 @@ async fn a_slow_subscriber_under_evict_hops_nodes_and_misses_nothing() {
     let evict = || {
         Hub::builder()
             .max_lag(8, 1 << 20)
-            .lag_policy(LagPolicy::Evict {
-                retry: Duration::from_millis(10),
-            })
+            .lag_policy(LagPolicy::Evict)
     };
     let (a, _) = node(&server);
     let (b, _, _pb) = lagging_node(&server, Duration::from_millis(100), evict()).await;

@@ -93,7 +93,6 @@ async fn graceful_shutdown_ends_every_stream_over_http1_and_http2() {
     expected.push(("shutdown", "bye"));
     let bye = Event::builder()
         .event("shutdown")
-        .retry(Duration::from_secs(7))
         .data("bye")
         .build()
         .unwrap();
@@ -107,17 +106,21 @@ async fn graceful_shutdown_ends_every_stream_over_http1_and_http2() {
             .map(|m| (m.event.as_str(), m.data.as_str()))
             .collect();
         assert_eq!(got, expected);
-        assert_eq!(client.decoder.retry(), Some(7000));
+        let retry = client.decoder.retry().expect("the come-back block's retry");
+        assert!((1000..=5000).contains(&retry), "{retry}");
         assert!(client.ended, "the chunked response was finished");
     }
     for body in h2_bodies {
         let bytes = body.collect().await.unwrap().to_bytes();
-        let messages = Decoder::new().feed(&bytes);
+        let mut decoder = Decoder::new();
+        let messages = decoder.feed(&bytes);
         let got: Vec<(&str, &str)> = messages
             .iter()
             .map(|m| (m.event.as_str(), m.data.as_str()))
             .collect();
         assert_eq!(got, expected, "over HTTP/2");
+        assert!(bytes.ends_with(b"\n: server shutting down, reconnect\n\n"));
+        assert!((1000..=5000).contains(&decoder.retry().unwrap()));
     }
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
@@ -173,12 +176,19 @@ async fn shutdown_wakes_a_body_that_moved_to_another_task() {
     .await
     .unwrap();
     // ...then waited on by another: the trigger must wake this one.
-    let waiter = tokio::spawn(async move { body.frame().await.map(|f| f.is_ok()) });
+    let waiter = tokio::spawn(async move {
+        let block = body.frame().await.map(|f| f.unwrap().into_data().unwrap());
+        (block, body.frame().await.is_none())
+    });
     tokio::task::yield_now().await;
     shutdown.trigger(None);
     let ended = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the trigger woke the body's new task")
         .unwrap();
-    assert_eq!(ended, None, "the stream ended");
+    let (block, ended) = ended;
+    assert!(block
+        .unwrap()
+        .ends_with(b"\n: server shutting down, reconnect\n\n"));
+    assert!(ended, "the stream ended after its come-back block");
 }

@@ -6,33 +6,26 @@
 
 use super::merge::{Made, Merge, Start};
 use crate::{Event, LastEventId};
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// What happens to a subscriber that falls further behind than
 /// [`HubBuilder::max_lag`](super::HubBuilder::max_lag) allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LagPolicy {
-    /// End the subscriber's stream with a final [`EVICTED`](super::EVICTED) event carrying this
-    /// `retry` hint. The client reconnects with its `Last-Event-ID` and replays what it missed,
-    /// if the history still holds it (or is told [`HISTORY_LOST`](super::HISTORY_LOST) if not).
-    Evict {
-        /// The reconnection delay sent to the client.
-        retry: Duration,
-    },
+    /// End the subscriber's stream with a final [`EVICTED`](super::EVICTED) event; the
+    /// [`SseBody`](crate::SseBody) sending it adds a come-back block after it, its `retry:`
+    /// drawn from the layer's [`come_back`](crate::SseLayer::come_back) window, as for every
+    /// stream the crate ends on purpose. The client reconnects with its `Last-Event-ID` and
+    /// replays what it missed, if the history still holds it (or is told
+    /// [`HISTORY_LOST`](super::HISTORY_LOST) if not). The default.
+    #[default]
+    Evict,
     /// Jump to the newest event: a [`MISSED`](super::MISSED) event whose data is `{"missed":N}`
     /// (the events jumped over), then the newest event, then live events.
     Skip,
 }
 
-impl Default for LagPolicy {
-    fn default() -> Self {
-        LagPolicy::Evict {
-            retry: Duration::from_secs(2),
-        }
-    }
-}
 
 /// How far a subscriber may fall behind, and what then.
 #[derive(Debug, Clone, Copy)]
@@ -257,7 +250,7 @@ impl Cursor {
         }
         let behind = ring.next().saturating_sub(self.seq);
         Some(match lag.policy {
-            LagPolicy::Evict { .. } => Step::Evicted { behind },
+            LagPolicy::Evict => Step::Evicted { behind },
             LagPolicy::Skip => {
                 // Land on the newest event, which is delivered next; only the events before it
                 // are missed.

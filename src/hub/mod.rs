@@ -153,6 +153,12 @@ pub struct HubStats {
     pub publish_failed: u64,
     /// Messages from the broker dropped because they were not valid events (logged).
     pub rejected: u64,
+    /// History reads the [broker] answered (each follow of a topic, each gap bridged, each
+    /// burst of resumes from ids this process has not received yet), stale ones included.
+    /// Resumes that the process's own history covers cost none, and the Redis engine runs one
+    /// read at a time per topic, so a burst of resumes shares its reads. Always 0 in memory:
+    /// a resume there finds its position in the history by arithmetic, with nothing to read.
+    pub history_reads: u64,
 }
 
 #[derive(Debug, Default)]
@@ -165,6 +171,7 @@ struct Counters {
     history_lost: AtomicU64,
     publish_failed: AtomicU64,
     rejected: AtomicU64,
+    history_reads: AtomicU64,
 }
 
 type Hook = Arc<dyn Fn(&Topic, usize) + Send + Sync>;
@@ -260,8 +267,9 @@ impl Hub {
     }
 
     /// Ends every subscription: each first delivers the events already published, then
-    /// `final_event` if given (an event with a `retry` hint tells clients when to come back),
-    /// then its stream ends. Subscriptions made afterwards end the same way at once. Publishing
+    /// `final_event` if given, then its stream ends; the [`SseBody`](crate::SseBody) sending
+    /// it adds a come-back block last (`retry: <ms>\n: server shutting down, reconnect\n\n`,
+    /// the delay drawn from the layer's [`come_back`](crate::SseLayer::come_back) window). Subscriptions made afterwards end the same way at once. Publishing
     /// still works, for whatever the history should hold. For how this fits a graceful server
     /// shutdown, see [`Shutdown`](crate::Shutdown#stopping-a-server-gracefully).
     pub fn close(&self, final_event: Option<Event>) {
@@ -285,6 +293,7 @@ impl Hub {
             history_lost: c.history_lost.load(Ordering::Relaxed),
             publish_failed: c.publish_failed.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
+            history_reads: c.history_reads.load(Ordering::Relaxed),
         }
     }
 
@@ -377,8 +386,7 @@ impl HubBuilder {
         self
     }
 
-    /// What happens to a subscriber that falls behind. Default: [`LagPolicy::Evict`] with a
-    /// 2-second retry hint.
+    /// What happens to a subscriber that falls behind. Default: [`LagPolicy::Evict`].
     pub fn lag_policy(mut self, policy: LagPolicy) -> Self {
         self.policy = policy;
         self
@@ -451,12 +459,9 @@ impl HubBuilder {
 }
 
 /// Builds one of the hub's own control events. Their fields are fixed and valid.
-fn control_event(name: &str, data: &str, retry: Option<Duration>) -> Event {
-    let mut builder = Event::builder().event(name);
-    if let Some(retry) = retry {
-        builder = builder.retry(retry);
-    }
-    builder
+fn control_event(name: &str, data: &str) -> Event {
+    Event::builder()
+        .event(name)
         .data(data)
         .build()
         .unwrap_or_else(|_| Event::message(data))

@@ -3,7 +3,7 @@
 use super::cursor::{Cursor, LagPolicy, Step};
 use super::topic::{history_lost, State, Topic};
 use super::{control_event, Core, EVICTED, MISSED};
-use crate::sync::lock;
+use crate::{come_back::Cause, sync::lock};
 use crate::{Event, LastEventId};
 use futures_core::Stream;
 use std::{
@@ -22,6 +22,11 @@ use tokio::time::Instant;
 /// Dropping it (which the server does when the client disconnects) removes the subscriber at
 /// once and runs the hub's `on_leave` hook.
 ///
+/// When the hub closes ([`Hub::close`](super::Hub::close)) or evicts it, its last item is
+/// marked so that the body sending it ends with a come-back block; read by hand, that last
+/// item may be an empty event (one that writes nothing) when the hub closed with no final
+/// event.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use http_body_util::BodyExt;
@@ -35,7 +40,10 @@ use tokio::time::Instant;
 ///
 /// let body = SseBody::new(subscription).open_frame(false);
 /// let bytes = body.collect().await.unwrap().to_bytes();
-/// assert_eq!(bytes, format!("data: hi\nid: {id}\n\n"));
+/// let text = std::str::from_utf8(&bytes).unwrap();
+/// // The event, then the block that tells the client to come back.
+/// assert!(text.starts_with(&format!("data: hi\nid: {id}\n\nretry: ")));
+/// assert!(text.ends_with("\n: server shutting down, reconnect\n\n"));
 /// assert_eq!(room.subscribers(), 0, "the subscriber left when its stream ended");
 /// # }
 /// ```
@@ -191,7 +199,7 @@ impl Subscription {
     fn lag_event(&mut self, step: &Step) -> Option<Event> {
         let core = &*self.topic.shared.core;
         match (step, self.topic.shared.lag.policy) {
-            (&Step::Evicted { behind }, LagPolicy::Evict { retry }) => {
+            (&Step::Evicted { behind }, LagPolicy::Evict) => {
                 core.counters.evicted.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     topic = self.topic.name(),
@@ -200,7 +208,7 @@ impl Subscription {
                 );
                 self.leave();
                 let data = format!(r#"{{"behind":{behind}}}"#);
-                Some(control_event(EVICTED, &data, Some(retry)))
+                Some(control_event(EVICTED, &data).ending_stream(Cause::Evicted))
             }
             (&Step::Missed { missed }, _) => {
                 core.counters.skipped.fetch_add(missed, Ordering::Relaxed);
@@ -210,7 +218,7 @@ impl Subscription {
                     "hub subscriber skipped events"
                 );
                 let data = format!(r#"{{"missed":{missed}}}"#);
-                Some(control_event(MISSED, &data, None))
+                Some(control_event(MISSED, &data))
             }
             _ => None,
         }
@@ -255,7 +263,9 @@ impl Stream for Subscription {
             Step::End => {
                 let final_event = lock(&this.topic.shared.state).closed.clone().flatten();
                 this.leave();
-                Poll::Ready(final_event)
+                // Told to come back after the final event (or after nothing, when none).
+                let last = final_event.unwrap_or_else(Event::empty);
+                Poll::Ready(Some(last.ending_stream(Cause::Shutdown)))
             }
         }
     }

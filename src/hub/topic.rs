@@ -141,6 +141,10 @@ impl Shared {
 
     /// The broker's read for ticket `number`.
     pub(super) fn feed_sync(&self, number: u64, synced: Synced) {
+        self.core
+            .counters
+            .history_reads
+            .fetch_add(1, Ordering::Relaxed);
         let mut state = lock(&self.state);
         let generation = state.merge.generation();
         if !state.merge.sync(number, synced, Instant::now()) {
@@ -328,5 +332,5 @@ impl Topic {
 
 /// The control event that tells a subscriber its history is lost.
 pub(super) fn history_lost() -> Event {
-    control_event(HISTORY_LOST, r#"{"reason":"history-lost"}"#, None)
+    control_event(HISTORY_LOST, r#"{"reason":"history-lost"}"#)
 }

@@ -30,19 +30,22 @@
 //!   `net.core.somaxconn`).
 //! - **Accept errors** (out of descriptors, say) back off instead of spinning, and are logged.
 //! - **Graceful shutdown** from a signal future: stop accepting, end the SSE streams (the
-//!   [`Shutdown`] given to [`Server::shutdown`], with its final event), let connections finish
-//!   their responses, and close what is left after a deadline.
+//!   [`Shutdown`] given to [`Server::shutdown`], with its final event, each when its layer's
+//!   [`DrainPolicy`](crate::DrainPolicy) says), let connections finish their responses, and
+//!   close what is left after a deadline that starts once the drain is over.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
 //! use std::time::Duration;
 //! use tower_layer::Layer;
-//! use tower_sse::{serve::Server, Event, Shutdown, SseLayer};
+//! use tower_sse::{serve::Server, DrainPolicy, Event, Shutdown, SseLayer};
 //!
 //! let shutdown = Shutdown::new();
-//! let app = SseLayer::new().shutdown(&shutdown).layer(axum::Router::new()); // .route(...)
+//! // Streams end spread over 10 s, so the other nodes see a flat reconnect rate.
+//! let layer = SseLayer::new().shutdown(&shutdown).drain(DrainPolicy::Waves(Duration::from_secs(10)));
+//! let app = layer.layer(axum::Router::new()); // .route(...)
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! let bye = Event::builder().event("bye").retry(Duration::from_secs(5)).data("").build().ok();
+//! let bye = Event::builder().event("bye").data("").build().ok();
 //! Server::new(listener)
 //!     .shutdown(&shutdown, bye)
 //!     .serve_with_graceful_shutdown(app, async { let _ = tokio::signal::ctrl_c().await; })
@@ -240,14 +243,19 @@ impl Server {
     }
 
     /// At a graceful shutdown, triggers `shutdown` with `final_event`: every SSE stream under
-    /// the layers given this [`Shutdown`] sends what it has ready, then the final event, and
-    /// ends. Without it, open streams hold the shutdown until the deadline.
+    /// the layers given this [`Shutdown`] ends when its layer's
+    /// [`DrainPolicy`](crate::DrainPolicy) says, with what it has ready, the final event and
+    /// a come-back block. The [`graceful_timeout`](Server::graceful_timeout) then starts after
+    /// the longest drain ([`Shutdown::drain_span`]): with `DrainPolicy::Waves(10 s)` and the
+    /// default 10 s, connections still open 20 s after the signal are closed. Without it, open
+    /// streams hold the shutdown until the deadline.
     pub fn shutdown(mut self, shutdown: &Shutdown, final_event: Option<Event>) -> Self {
         self.streams = Some((shutdown.clone(), final_event));
         self
     }
 
-    /// How long a graceful shutdown waits for connections to finish before closing them.
+    /// How long a graceful shutdown waits for connections to finish before closing them,
+    /// counted after the longest drain of the [`shutdown`](Server::shutdown) switch's layers.
     /// Connections that have not brought a request yet (silent, mid-preface, mid-handshake)
     /// are closed as the shutdown starts; the others finish their responses and are closed
     /// when this time is up. Saturates at 2³¹−1 ms. Default: 10 seconds.
@@ -316,10 +324,14 @@ impl Server {
         };
         accept_until(&listener, config.max_connections, signal, spawn).await;
         drop((listener, watcher));
+        // The streams end as their layers' drain policies say: the deadline starts after the
+        // last of them.
+        let mut deadline = config.graceful_timeout;
         if let Some((shutdown, final_event)) = streams {
             shutdown.trigger(final_event);
+            deadline = deadline.saturating_add(shutdown.drain_span());
         }
-        close_all(phase, config.graceful_timeout).await;
+        close_all(phase, deadline).await;
     }
 }
 

@@ -176,9 +176,7 @@ struct World {
 const LAG: Lag = Lag {
     events: u64::MAX,
     bytes: u64::MAX,
-    policy: LagPolicy::Evict {
-        retry: std::time::Duration::from_secs(1),
-    },
+    policy: LagPolicy::Evict,
 };
 
 impl World {

@@ -12,7 +12,7 @@ use redis::{
     Value,
 };
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     pin::Pin,
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -59,6 +59,7 @@ pub(super) async fn run(
                     followed: &mut followed,
                     sink,
                     reads: JoinSet::new(),
+                    reading: HashMap::new(),
                     channel_prefix: format!("{}:c:", config.prefix),
                 };
                 let end = session.serve(&mut commands, stream).await;
@@ -110,6 +111,9 @@ struct Session<'a> {
     followed: &'a mut HashSet<String>,
     sink: PubSubSink,
     reads: JoinSet<Read>,
+    /// The topics with a read under way, each with whether another was asked for meanwhile:
+    /// one read at a time per topic, however many resumes ask (see [`Session::read`]).
+    reading: HashMap<String, bool>,
     channel_prefix: String,
 }
 
@@ -190,8 +194,18 @@ impl Session<'_> {
 
     /// Starts a history read of `topic` after `wait`, for a ticket taken now: the channel is
     /// subscribed already, so every event after the read arrives live.
+    ///
+    /// One read at a time per topic: asked for while one is under way (a burst of resumes, each
+    /// needing a read begun after it), the topic gets one more read when that one is answered,
+    /// for all who asked meanwhile. A burst of N resumes costs at most two reads per round
+    /// trip, not N.
     fn read(&mut self, topic: &str, wait: Duration) {
+        if let Some(again) = self.reading.get_mut(topic) {
+            *again = true;
+            return;
+        }
         if let Some(ticket) = self.feed.begin_sync(topic) {
+            self.reading.insert(topic.to_owned(), false);
             self.spawn_read(ticket, wait);
         }
     }
@@ -208,12 +222,20 @@ impl Session<'_> {
     /// A finished read: handed to the hub (which drops it if stale), or tried again.
     fn answer(&mut self, (ticket, result): Read) {
         match result {
-            Ok(snapshot) => self.feed.sync(ticket, snapshot),
+            Ok(snapshot) => {
+                let topic = ticket.topic().to_owned();
+                self.feed.sync(ticket, snapshot);
+                if self.reading.remove(&topic) == Some(true) && self.followed.contains(&topic) {
+                    self.read(&topic, Duration::ZERO);
+                }
+            }
             Err(err) => {
                 tracing::warn!(topic = ticket.topic(), error = %err, "hub broker could not read history; trying again");
                 if self.followed.contains(ticket.topic()) {
                     let wait = jittered(self.started.config.backoff.0 * 4);
                     self.spawn_read(ticket, wait);
+                } else {
+                    self.reading.remove(ticket.topic());
                 }
             }
         }
