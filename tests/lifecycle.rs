@@ -11,6 +11,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::{
     convert::Infallible,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 use tokio::sync::oneshot;
@@ -472,4 +476,169 @@ async fn the_padding_reaches_the_client_before_the_first_event() {
     let messages = Decoder::new().feed(&got);
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].data, "hi");
+}
+
+/// A tiny load balancer: forwards each connection to the node `to` says, at connect time.
+async fn switchable_proxy(
+    nodes: [std::net::SocketAddr; 2],
+    to: Arc<AtomicUsize>,
+) -> std::net::SocketAddr {
+    let (listener, addr) = bind().await;
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let node = nodes[to.load(Ordering::SeqCst)];
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(node).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A node of the browser test: `/events` streams the shared hub's topic, `/blank` is a page.
+async fn browser_node(
+    hub: &Hub,
+    layer: SseLayer,
+    shutdown: &Shutdown,
+) -> (std::net::SocketAddr, oneshot::Sender<()>) {
+    use axum::{extract::State, routing::get, Router};
+    let app = Router::new()
+        .route(
+            "/blank",
+            get(|| async { axum::response::Html("<!doctype html><title>t</title>") }),
+        )
+        .route(
+            "/events",
+            get(
+                |State(hub): State<Hub>, last: Option<tower_sse::LastEventId>| async move {
+                    SseBody::new(hub.topic("t").subscribe(last.as_ref()))
+                },
+            ),
+        )
+        .with_state(hub.clone());
+    let app = tower_layer::Layer::layer(&layer, app);
+    let (listener, addr) = bind().await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = Server::new(listener).shutdown(shutdown, None);
+    tokio::spawn(server.serve_with_graceful_shutdown(app, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// Twenty Chromium `EventSource` pages through a node that drains with `Waves`, over the
+/// admission budget, and through a lifetime rotation: all come back, none ends `CLOSED`, and
+/// every page's messages are exact (consecutive, none twice) up to the last one published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node and `npm ci --prefix tests/browser`"]
+async fn twenty_browser_pages_come_back_through_waves_admission_and_rotation_with_exact_messages() {
+    use axum::{routing::post, Router};
+    let hub = Hub::new();
+    let layer = |shutdown: &Shutdown, admission: &Admission| {
+        SseLayer::new()
+            .come_back(window())
+            .admission(admission)
+            .shutdown(shutdown)
+            .drain(DrainPolicy::Waves(Duration::from_secs(2)))
+    };
+    let (shutdown_a, shutdown_b) = (Shutdown::new(), Shutdown::new());
+    // Twenty pages opening within a few seconds, three let in at once and four a second after:
+    // the others are told to come back. B takes the wave at up to ten a second.
+    let (admission_a, admission_b) = (Admission::new(4.0, 3), Admission::new(10.0, 5));
+    let layer_a = layer(&shutdown_a, &admission_a);
+    let layer_b = layer(&shutdown_b, &admission_b).max_lifetime(Duration::from_secs(3));
+    let (a, stop_a) = browser_node(&hub, layer_a, &shutdown_a).await;
+    let (b, _stop_b) = browser_node(&hub, layer_b, &shutdown_b).await;
+    let to = Arc::new(AtomicUsize::new(0));
+    let proxy = switchable_proxy([a, b], to.clone()).await;
+
+    let published = Arc::new(AtomicUsize::new(0));
+    let publishing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    {
+        let (hub, published, publishing) = (hub.clone(), published.clone(), publishing.clone());
+        tokio::spawn(async move {
+            while publishing.load(Ordering::SeqCst) {
+                let n = published.load(Ordering::SeqCst) + 1;
+                hub.topic("t")
+                    .publish(Event::message(n.to_string()))
+                    .await
+                    .unwrap();
+                published.store(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+    let stop_a = Arc::new(std::sync::Mutex::new(Some(stop_a)));
+    let control = Router::new()
+        .route(
+            "/drain",
+            post({
+                let to = to.clone();
+                move || async move {
+                    to.store(1, Ordering::SeqCst);
+                    if let Some(stop) = stop_a.lock().unwrap().take() {
+                        let _ = stop.send(());
+                    }
+                    "draining"
+                }
+            }),
+        )
+        .route(
+            "/stop",
+            post({
+                let (published, publishing) = (published.clone(), publishing.clone());
+                move || async move {
+                    publishing.store(false, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    published.load(Ordering::SeqCst).to_string()
+                }
+            }),
+        );
+    let (listener, control_addr) = bind().await;
+    tokio::spawn(async move { axum::serve(listener, control).await.unwrap() });
+
+    let args = [
+        format!("http://{proxy}"),
+        format!("http://{control_addr}"),
+        "20".into(),
+    ];
+    let results = common::run_in_chromium("lifecycle.mjs", &args).await;
+    let last: u64 = results["last"].as_str().unwrap().parse().unwrap();
+    let pages = results["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 20);
+    for (i, page) in pages.iter().enumerate() {
+        let data: Vec<u64> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().parse().unwrap())
+            .collect();
+        let first = data[0];
+        let want: Vec<u64> = (first..=last).collect();
+        assert_eq!(
+            data, want,
+            "page {i}: exact, from its first message to the last"
+        );
+        assert_ne!(page["readyState"], 2, "page {i} ended CLOSED");
+        let opens = page["opens"].as_u64().unwrap();
+        assert!(
+            opens >= 3,
+            "page {i} came back through the drain and a rotation: {opens} opens"
+        );
+    }
+    assert!(
+        admission_a.refused() > 0,
+        "the budget turned some pages away first"
+    );
+    println!(
+        "20 pages: last {last}, admission refused {} on A and {} on B, opens {:?}",
+        admission_a.refused(),
+        admission_b.refused(),
+        pages
+            .iter()
+            .map(|p| p["opens"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    );
 }

@@ -26,7 +26,6 @@ pub enum LagPolicy {
     Skip,
 }
 
-
 /// How far a subscriber may fall behind, and what then.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Lag {
