@@ -215,6 +215,8 @@ async fn node(redis: String, o: Options) {
 
 struct Tally {
     open: AtomicUsize,
+    /// Clients that connected at least once.
+    started: AtomicUsize,
     received: AtomicU64,
     gaps: AtomicU64,
     duplicates: AtomicU64,
@@ -292,7 +294,9 @@ async fn client(k: usize, nodes: [SocketAddr; 2], lifetime: bool, tally: Arc<Tal
             }
         };
         down_since = None;
-        if !first {
+        if first {
+            tally.started.fetch_add(1, Ordering::Relaxed);
+        } else {
             *tally
                 .reconnects
                 .lock()
@@ -347,6 +351,7 @@ async fn client(k: usize, nodes: [SocketAddr; 2], lifetime: bool, tally: Arc<Tal
 async fn clients(nodes: [SocketAddr; 2], o: Options) {
     let tally = Arc::new(Tally {
         open: AtomicUsize::new(0),
+        started: AtomicUsize::new(0),
         received: AtomicU64::new(0),
         gaps: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
@@ -360,6 +365,7 @@ async fn clients(nodes: [SocketAddr; 2], o: Options) {
     let lifetime = o.lifetime.is_some();
     let gap = o.ramp.checked_div(o.connections as u32).unwrap_or_default();
     let connecting = Arc::new(tokio::sync::Semaphore::new(256));
+    let ramp_start = tokio::time::Instant::now();
     for k in 0..o.connections {
         let permit = connecting.clone().acquire_owned().await.unwrap();
         let tally = tally.clone();
@@ -367,11 +373,13 @@ async fn clients(nodes: [SocketAddr; 2], o: Options) {
             drop(permit);
             client(k, nodes, lifetime, tally).await;
         });
+        // On a schedule, not a sleep per client: sleeps round up to the timer's millisecond,
+        // which would stretch the ramp.
         if !gap.is_zero() {
-            tokio::time::sleep(gap).await;
+            tokio::time::sleep_until(ramp_start + gap * (k as u32 + 1)).await;
         }
     }
-    while tally.open.load(Ordering::Relaxed) < o.connections {
+    while tally.started.load(Ordering::Relaxed) < o.connections {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("CONNECTED {}", o.connections);
@@ -532,10 +540,15 @@ async fn drive(o: Options) {
     let (mut calls, _) = redis_calls(redis.port).await;
     let (mut reads, _) = node_stats(b).await;
     let reads_at_start = reads;
-    let mut table = Vec::new();
+    // Samples by the wall-clock second they were taken in (a sample under load may take more
+    // than a second; the reconnect counts come from the clients, by the same clock).
+    let mut samples: BTreeMap<u64, (String, u64, u64)> = BTreeMap::new();
     let mut open_now = String::new();
-    for s in 0..o.run.as_secs() {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    let end = tokio::time::Instant::now() + o.run;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while tokio::time::Instant::now() < end {
+        tick.tick().await;
         // Drain the client's progress lines; keep the last.
         while let Ok(Ok(Some(line))) =
             tokio::time::timeout(Duration::from_millis(1), clients.lines.next_line()).await
@@ -546,12 +559,12 @@ async fn drive(o: Options) {
         }
         let (now_calls, _) = redis_calls(redis.port).await;
         let (now_reads, _) = node_stats(b).await;
-        table.push((
-            s,
+        let sample = (
             open_now.clone(),
             now_calls - calls,
             now_reads.saturating_sub(reads),
-        ));
+        );
+        samples.insert(unix_secs() - start, sample);
         calls = now_calls;
         reads = now_reads.max(reads);
     }
@@ -582,9 +595,17 @@ async fn drive(o: Options) {
             break;
         }
     }
-    for (s, open, calls, reads) in &table {
+    for s in 0..o.run.as_secs() {
         let reconnects = per_second.get(&(start + s)).copied().unwrap_or(0);
-        println!("{s:>4} {open:>11} {reconnects:>12} {calls:>14} {reads:>15}");
+        match samples.get(&s) {
+            Some((open, calls, reads)) => {
+                println!("{s:>4} {open:>11} {reconnects:>12} {calls:>14} {reads:>15}")
+            }
+            None => println!(
+                "{s:>4} {:>11} {reconnects:>12} {:>14} {:>15}",
+                "-", "-", "-"
+            ),
+        }
     }
     let total: u64 = per_second.values().sum();
     let peak = per_second.values().max().copied().unwrap_or(0);

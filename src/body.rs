@@ -481,7 +481,7 @@ fn drain_if_ending(
     lifetime: &LifetimeTimer,
     settings: &Settings,
 ) -> State {
-    let shutdown = shutdown.filter(|s| drain.is_due(s.triggered_at(), &settings.drain));
+    let shutdown = shutdown.filter(|s| drain.is_due(s.triggered_at(), s.policy()));
     match shutdown {
         Some(shutdown) => State::Draining {
             budget: shutdown.flush_limit(),

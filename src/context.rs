@@ -4,6 +4,7 @@ use crate::{
     admission::Admission,
     come_back::Cause,
     disconnect::{CloseGuard, CloseReason, Disconnect},
+    drain::DrainPolicy,
     settings::Settings,
     shutdown::{Shutdown, ShutdownWatch},
     streams::Streams,
@@ -91,7 +92,8 @@ pub(crate) struct Chain {
     settings: Arc<Settings>,
     /// Shared with the disconnect guard of every stream, which gives the slots back.
     limits: Arc<[Arc<Streams>]>,
-    shutdowns: Vec<Shutdown>,
+    /// Each with the drain policy of the layer it was given to.
+    shutdowns: Vec<(Shutdown, DrainPolicy)>,
     admissions: Vec<Admission>,
 }
 
@@ -105,7 +107,7 @@ impl Chain {
     pub(crate) fn of_layer(
         settings: Arc<Settings>,
         limit: Arc<Streams>,
-        shutdown: Option<Shutdown>,
+        shutdown: Option<(Shutdown, DrainPolicy)>,
         admission: Option<Admission>,
     ) -> Arc<Chain> {
         Arc::new(Chain {
@@ -134,6 +136,9 @@ struct Slot {
     /// A body was built from this context (even a refused one).
     built: bool,
     refusal: Option<Refusal>,
+    /// For a `503` refusal: the `Retry-After` seconds, drawn once from the window of the
+    /// innermost layer (every enclosing layer's response future writes the same).
+    retry_after: Option<u64>,
     /// The response was returned: a body built now is out of the layer's reach.
     finished: bool,
 }
@@ -170,6 +175,8 @@ pub(crate) struct Outcome {
     pub(crate) refusal: Option<Refusal>,
     /// The refused client gets a `200` stream that tells it when to come back.
     pub(crate) comeback: bool,
+    /// The `Retry-After` of a `503` refusal, in seconds.
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl SseContext {
@@ -237,7 +244,11 @@ impl SseContext {
         let mut parts = BodyParts {
             settings: chain.settings.clone(),
             guard: None,
-            shutdowns: chain.shutdowns.iter().map(Shutdown::watch).collect(),
+            shutdowns: chain
+                .shutdowns
+                .iter()
+                .map(|(shutdown, policy)| shutdown.watch(*policy))
+                .collect(),
             refused: false,
             comeback: None,
         };
@@ -290,6 +301,9 @@ impl SseContext {
                 if let Some(cause) = refusal.cause() {
                     if self.request.event_stream_client {
                         parts.comeback = Some(chain.settings.come_back(cause));
+                    } else {
+                        let window = &chain.settings.come_back;
+                        slot.retry_after = Some(crate::come_back::retry_after_seconds(window));
                     }
                 }
             }
@@ -310,12 +324,8 @@ impl SseContext {
             refusal: slot.refusal,
             comeback: slot.refusal.and_then(Refusal::cause).is_some()
                 && self.request.event_stream_client,
+            retry_after: slot.retry_after,
         }
-    }
-
-    /// The settings a body under this context starts with.
-    pub(crate) fn settings(&self) -> &Arc<Settings> {
-        &self.chain.settings
     }
 }
 

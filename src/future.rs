@@ -61,8 +61,12 @@ where
         let outcome = context.finish();
         let mut response = result?;
         if let Some(refusal) = outcome.refusal {
-            let window = context.settings().come_back;
-            refuse(&mut response, refusal, outcome.comeback, &window);
+            refuse(
+                &mut response,
+                refusal,
+                outcome.comeback,
+                outcome.retry_after,
+            );
             return Poll::Ready(Ok(response));
         }
         // A body that was built and then thrown away has already closed the handle.

@@ -1,9 +1,6 @@
 //! The SSE header policy: the headers of an SSE response, the refusals, and the `Accept` check.
 
-use crate::{
-    come_back::{self, Window},
-    context::Refusal,
-};
+use crate::context::Refusal;
 use http::{
     header::{self, HeaderName, HeaderValue},
     HeaderMap, Response, StatusCode,
@@ -16,7 +13,7 @@ pub(crate) fn refuse<B>(
     response: &mut Response<B>,
     refusal: Refusal,
     comeback: bool,
-    window: &Window,
+    retry_after: Option<u64>,
 ) {
     if comeback {
         *response.status_mut() = StatusCode::OK;
@@ -30,7 +27,7 @@ pub(crate) fn refuse<B>(
         Refusal::NotAcceptable => *response.status_mut() = StatusCode::NOT_ACCEPTABLE,
         Refusal::OverLimit | Refusal::Throttled => {
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            let seconds = come_back::retry_after_seconds(window);
+            let seconds = retry_after.unwrap_or(1);
             let value = HeaderValue::from_str(&seconds.to_string())
                 .unwrap_or(HeaderValue::from_static("5"));
             response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -93,6 +93,7 @@ struct Config {
     settings: Arc<Settings>,
     streams: Arc<Streams>,
     shutdown: Option<Shutdown>,
+    drain: DrainPolicy,
     admission: Option<Admission>,
 }
 
@@ -103,6 +104,7 @@ impl Default for SseLayer {
                 settings: Settings::shared_default(),
                 streams: Arc::new(Streams::new(usize::MAX)),
                 shutdown: None,
+                drain: DrainPolicy::Immediate,
                 admission: None,
             },
         }
@@ -143,18 +145,22 @@ impl SseLayer {
     /// Ends every stream under this layer when `shutdown` is triggered, as the
     /// [`drain`](Self::drain) policy says; see [`Shutdown`].
     pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
-        shutdown.note_drain(self.config.settings.drain.span());
+        shutdown.note_drain(self.config.drain.span());
         self.config.shutdown = Some(shutdown.clone());
         self
     }
 
-    /// Sets when the streams under this layer end once its [`shutdown`](Self::shutdown) is
-    /// triggered: all at once, in waves spread over a span, or after a grace period for
-    /// streams that must complete; see [`DrainPolicy`]. The [`Shutdown`] learns the policy's
-    /// span ([`Shutdown::drain_span`]), and [`serve::Server`](crate::serve::Server) waits that
-    /// much longer before closing connections. Default: [`DrainPolicy::Immediate`].
+    /// Sets when the streams under this layer end once this layer's own
+    /// [`shutdown`](Self::shutdown) is triggered: all at once, in waves spread over a span, or
+    /// after a grace period for streams that must complete; see [`DrainPolicy`]. The policy
+    /// goes with the switch: with nested layers, a stream ended by an outer layer's
+    /// `Shutdown` follows the outer layer's policy, whatever the inner layers set. That
+    /// `Shutdown` learns the policy's span ([`Shutdown::drain_span`]), and
+    /// [`serve::Server`](crate::serve::Server) waits that much longer before closing
+    /// connections. A policy on a layer with no shutdown applies to nothing, and the layer
+    /// logs a `tracing` warning when it wraps a service. Default: [`DrainPolicy::Immediate`].
     pub fn drain(mut self, policy: DrainPolicy) -> Self {
-        Arc::make_mut(&mut self.config.settings).drain = policy;
+        self.config.drain = policy;
         if let Some(shutdown) = &self.config.shutdown {
             shutdown.note_drain(policy.span());
         }
@@ -248,10 +254,20 @@ impl<S> Layer<S> for SseLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         let config = &self.config;
+        if config.shutdown.is_none() && config.drain != DrainPolicy::Immediate {
+            tracing::warn!(
+                policy = ?config.drain,
+                "SseLayer::drain is set on a layer with no shutdown: it applies to the streams \
+                 this layer's own Shutdown ends, and there is none"
+            );
+        }
         let chain = Chain::of_layer(
             config.settings.clone(),
             config.streams.clone(),
-            config.shutdown.clone(),
+            config
+                .shutdown
+                .clone()
+                .map(|shutdown| (shutdown, config.drain)),
             config.admission.clone(),
         );
         SseService::new(inner, chain)

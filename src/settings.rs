@@ -4,7 +4,6 @@
 use crate::{
     come_back::{self, Cause, Window},
     delay,
-    drain::DrainPolicy,
     event::put_u64,
     keep_alive::KeepAlive,
     BoxError,
@@ -121,8 +120,6 @@ pub(crate) struct Settings {
     pub(crate) last_event_id_query: Option<std::sync::Arc<str>>,
     /// How long a stream lives at most, before jitter; `None`: for ever.
     pub(crate) max_lifetime: Option<Duration>,
-    /// When streams end after a shutdown's trigger.
-    pub(crate) drain: DrainPolicy,
     /// Bytes of the padding comment sent with the open frame; 0: none.
     pub(crate) open_padding: usize,
 }
@@ -153,7 +150,6 @@ impl Default for Settings {
             come_back: come_back::DEFAULT_WINDOW,
             last_event_id_query: Some(DEFAULT_LAST_EVENT_ID_QUERY.into()),
             max_lifetime: None,
-            drain: DrainPolicy::Immediate,
             open_padding: 0,
         }
     }
@@ -183,8 +179,9 @@ impl Settings {
         }
         let mut buf = BytesMut::with_capacity(28 + padding);
         if self.open_frame {
-            if let Some(retry) = self.retry {
-                put_retry_line(&mut buf, retry);
+            match self.retry {
+                Some(retry) => put_retry_line(&mut buf, retry),
+                None => buf.put_slice(b":\n"),
             }
         }
         // One comment line of exactly `padding` bytes (two at least: `:` and the line end).
@@ -412,7 +409,8 @@ macro_rules! settings_setters {
         /// polyfills, which is why `EventSource` polyfills pad their streams with 2 KiB. A stream
         /// that only sends a 13-byte keep-alive every 15 s can otherwise sit unseen in such a
         /// buffer until the proxy's own time-out. The padding is one comment line (`:`,
-        /// spaces, a line end), so no client dispatches anything; it is sent once, even with
+        /// spaces, a line end: two bytes at least, so `1` sends two), so no client dispatches
+        /// anything; it is sent once, even with
         /// [`open_frame`](Self::open_frame) off (then alone), and costs nothing on the
         /// connections after it is written. `0` sends none. Keep-alives are unchanged.
         #[doc = $default]
@@ -470,8 +468,8 @@ mod tests {
         };
         assert_eq!(
             padded(true, 4, None).unwrap(),
-            ":  \n",
-            "replaces the empty comment"
+            ":\n:  \n",
+            "after the empty comment"
         );
         assert_eq!(
             padded(true, 3, Some(Duration::from_secs(1))).unwrap(),
@@ -483,7 +481,7 @@ mod tests {
             padded(false, usize::MAX, None).unwrap().len(),
             MAX_OPEN_PADDING
         );
-        let big = padded(true, 2048, None).unwrap();
+        let big = padded(false, 2048, None).unwrap();
         assert_eq!(big.len(), 2048);
         assert_eq!(big.iter().filter(|b| **b == b'\n').count(), 1);
     }

@@ -1,6 +1,6 @@
 //! [`Shutdown`]: end every SSE stream under a layer, for a graceful server shutdown.
 
-use crate::{sync::lock, Event};
+use crate::{drain::DrainPolicy, sync::lock, Event};
 use atomic_waker::AtomicWaker;
 use slab::Slab;
 use std::{
@@ -166,13 +166,15 @@ impl Shutdown {
         self.inner.drain_span_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    pub(crate) fn watch(&self) -> ShutdownWatch {
+    /// A body's registration, for a layer with this drain `policy`.
+    pub(crate) fn watch(&self, policy: DrainPolicy) -> ShutdownWatch {
         let waker = Arc::new(AtomicWaker::new());
         let key = self.lock().waiters.insert(waker.clone());
         ShutdownWatch {
             shutdown: self.clone(),
             key,
             waker,
+            policy,
         }
     }
 
@@ -194,11 +196,18 @@ pub(crate) struct ShutdownWatch {
     shutdown: Shutdown,
     key: usize,
     waker: Arc<AtomicWaker>,
+    /// The drain policy of the layer that was given this switch.
+    policy: DrainPolicy,
 }
 
 impl ShutdownWatch {
     pub(crate) fn is_triggered(&self) -> bool {
         self.shutdown.is_triggered()
+    }
+
+    /// When the body ends after the trigger: the policy of the layer given this switch.
+    pub(crate) fn policy(&self) -> &DrainPolicy {
+        &self.policy
     }
 
     /// When the switch was triggered (now, if it was not).
