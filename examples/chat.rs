@@ -279,10 +279,10 @@ async fn main() -> std::io::Result<()> {
     axum::serve(listener, app(hub))
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
-            // End every stream with a hint to come back in 5 s, so the server can exit.
+            // End every stream, so the server can exit: a final event, then the block that
+            // tells each client to come back after 1 to 5 s (each its own delay).
             let bye = Event::builder()
                 .event("shutdown")
-                .retry(Duration::from_secs(5))
                 .data("server restarting")
                 .build()
                 .ok();
