@@ -642,3 +642,46 @@ async fn twenty_browser_pages_come_back_through_waves_admission_and_rotation_wit
             .collect::<Vec<_>>()
     );
 }
+
+/// "Refusals are counted ... and logged with `tracing` at `DEBUG`", and "A policy on a layer
+/// with no shutdown applies to nothing, and the layer logs a `tracing` warning".
+#[tokio::test]
+async fn refusals_and_a_drain_that_cannot_apply_are_logged() {
+    let ((status, _), logs) = common::logs_of(async {
+        let layer = SseLayer::new().admission(&Admission::new(0.0, 0));
+        body_of(layer, stream::pending::<Event>(), "*/*").await
+    })
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        logs.contains("DEBUG") && logs.contains("the connect-rate budget is spent"),
+        "{logs}"
+    );
+
+    let (_, logs) = common::logs_of(async {
+        let layer = SseLayer::new().drain(DrainPolicy::Waves(Duration::from_secs(5)));
+        body_of(layer, stream::iter([Event::message("x")]), "*/*").await
+    })
+    .await;
+    assert!(
+        logs.contains("WARN") && logs.contains("a layer with no shutdown"),
+        "{logs}"
+    );
+}
+
+/// `Subscription`: "read by hand, that last item may be an empty event (one that writes
+/// nothing) when the hub closed with no final event".
+#[tokio::test]
+async fn a_closed_hub_subscription_read_by_hand_ends_with_an_empty_item() {
+    let hub = Hub::new();
+    let topic = hub.topic("t");
+    let mut sub = topic.subscribe(None);
+    sub.join();
+    topic.publish(Event::message("a")).await.unwrap();
+    hub.close(None);
+    let first = sub.next().await.unwrap();
+    assert!(first.as_bytes().starts_with(b"data: a\n"));
+    let last = sub.next().await.unwrap();
+    assert!(last.is_empty(), "{last:?}");
+    assert!(sub.next().await.is_none());
+}
