@@ -685,3 +685,45 @@ async fn a_closed_hub_subscription_read_by_hand_ends_with_an_empty_item() {
     assert!(last.is_empty(), "{last:?}");
     assert!(sub.next().await.is_none());
 }
+
+/// The window reaches bodies an axum handler builds: a rotation and a shutdown under an axum
+/// `Router` draw from the layer's window.
+#[tokio::test(start_paused = true)]
+async fn an_axum_handlers_streams_draw_from_the_layers_window() {
+    use axum::{routing::get, Router};
+    let shutdown = Shutdown::new();
+    let app = Router::new()
+        .route(
+            "/rotating",
+            get(|| async { SseBody::new(stream::pending::<Event>()).max_lifetime(Duration::ZERO) }),
+        )
+        .route(
+            "/endless",
+            get(|| async { SseBody::new(stream::pending::<Event>()) }),
+        );
+    let layer = SseLayer::new()
+        .open_frame(false)
+        .shutdown(&shutdown)
+        .come_back(window());
+    let app = tower_layer::Layer::layer(&layer, app);
+    let get_body = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            let response = app
+                .oneshot(Request::get(path).body(axum::body::Body::empty()).unwrap())
+                .await
+                .unwrap();
+            response.into_body().collect().await.unwrap().to_bytes()
+        }
+    };
+    let rotated = get_body("/rotating").await;
+    assert!(WINDOW_MS.contains(&come_back_retry(
+        &rotated,
+        "stream lifetime reached, reconnect"
+    )));
+    let endless = tokio::spawn(get_body("/endless"));
+    tokio::task::yield_now().await;
+    shutdown.trigger(None);
+    let ended = endless.await.unwrap();
+    assert!(WINDOW_MS.contains(&come_back_retry(&ended, "server shutting down, reconnect")));
+}
