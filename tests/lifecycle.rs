@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{h2_client, h2_get, serve::bind, RawClient};
+use common::{come_back_retry, h2_client, h2_get, serve::bind, RawClient};
 use futures_util::{stream, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -25,18 +25,6 @@ use tower_sse::{
     serve::Server,
     Admission, CloseReason, DrainPolicy, Event, KeepAlive, Shutdown, SseBody, SseLayer,
 };
-
-/// The `retry:` of the come-back block `bytes` end with, after checking the block says `why`.
-fn come_back_retry(bytes: &[u8], why: &str) -> u64 {
-    let text = std::str::from_utf8(bytes).unwrap();
-    let suffix = format!("\n: {why}\n\n");
-    let head = text
-        .strip_suffix(&suffix)
-        .unwrap_or_else(|| panic!("no {why:?} block at the end of {text:?}"));
-    let at = head.rfind("retry: ").expect("a retry line");
-    let digits = &head[at + "retry: ".len()..];
-    digits.parse().unwrap_or_else(|_| panic!("{text:?}"))
-}
 
 const WINDOW_MS: std::ops::RangeInclusive<u64> = 200..=400;
 

@@ -11,7 +11,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{
-    h2_client, h2_get,
+    come_back_retry, h2_client, h2_get,
     hub::{live, node, numbers, publish, MARKER},
     redis::RedisServer,
     serve::bind,
@@ -59,19 +59,6 @@ const SHUTTING_DOWN: &str = "server shutting down, reconnect";
 const THROTTLED: &str = "too many new connections, come back later";
 const OVER_CAPACITY: &str = "over capacity, come back later";
 const LIFETIME: &str = "stream lifetime reached, reconnect";
-
-/// The `retry:` of the come-back block `bytes` end with, after checking the block says `why`.
-fn come_back_retry(bytes: &[u8], why: &str) -> u64 {
-    let text = String::from_utf8_lossy(bytes);
-    let suffix = format!("\n: {why}\n\n");
-    let head = text
-        .strip_suffix(&suffix)
-        .unwrap_or_else(|| panic!("no {why:?} block at the end of {text:?}"));
-    let at = head.rfind("retry: ").expect("a retry line");
-    head[at + "retry: ".len()..]
-        .parse()
-        .unwrap_or_else(|_| panic!("{text:?}"))
-}
 
 fn ms(range: RangeInclusive<u64>) -> RangeInclusive<Duration> {
     Duration::from_millis(*range.start())..=Duration::from_millis(*range.end())

@@ -434,3 +434,17 @@ pub async fn run_in_chromium(script: &str, args: &[String]) -> serde_json::Value
     );
     results
 }
+
+/// The `retry:` of the come-back block `bytes` end with, after checking the block says `why`
+/// (`retry: <ms>\n: <why>\n\n`).
+pub fn come_back_retry(bytes: &[u8], why: &str) -> u64 {
+    let text = std::str::from_utf8(bytes).unwrap();
+    let suffix = format!("\n: {why}\n\n");
+    let head = text
+        .strip_suffix(&suffix)
+        .unwrap_or_else(|| panic!("no {why:?} block at the end of {text:?}"));
+    let at = head.rfind("retry: ").expect("a retry line");
+    head[at + "retry: ".len()..]
+        .parse()
+        .unwrap_or_else(|_| panic!("{text:?}"))
+}
