@@ -329,23 +329,32 @@ impl SseContext {
     }
 }
 
-/// Takes a slot under every limit, or none.
+/// Takes a slot under every limit, or none; the limit that refuses counts the refusal.
 fn acquire_all(limits: &[Arc<Streams>]) -> bool {
-    for (i, limit) in limits.iter().enumerate() {
-        if !limit.acquire() {
-            limits[..i].iter().for_each(|taken| taken.release());
-            limit.count_refusal();
-            return false;
-        }
-    }
-    true
+    all_or_none(
+        limits,
+        |limit| {
+            let taken = limit.acquire();
+            if !taken {
+                limit.count_refusal();
+            }
+            taken
+        },
+        |taken| taken.release(),
+    )
 }
 
-/// Takes a token from every budget, or none (the ones taken are given back).
+/// Takes a token from every budget, or none.
 fn admit_all(admissions: &[Admission]) -> bool {
-    for (i, admission) in admissions.iter().enumerate() {
-        if !admission.take() {
-            admissions[..i].iter().for_each(Admission::give_back);
+    all_or_none(admissions, Admission::take, Admission::give_back)
+}
+
+/// Takes from every one of `items`, or from none: on the first refusal, what was taken is
+/// given back.
+fn all_or_none<T>(items: &[T], take: impl Fn(&T) -> bool, give_back: impl Fn(&T)) -> bool {
+    for (i, item) in items.iter().enumerate() {
+        if !take(item) {
+            items[..i].iter().for_each(give_back);
             return false;
         }
     }

@@ -1,14 +1,12 @@
 //! [`DrainPolicy`]: when each stream under a layer ends once its [`Shutdown`](crate::Shutdown)
 //! is triggered, and the clock that tells one body.
 
-use crate::delay;
+use crate::{alarm::Alarm, delay};
 use std::{
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// When the streams under a layer end after its [`Shutdown`](crate::Shutdown) is triggered;
 /// set with [`SseLayer::drain`](crate::SseLayer::drain).
@@ -98,8 +96,7 @@ pub(crate) struct DrainClock {
     opened: Option<Instant>,
     /// When the body must end, once a trigger was seen.
     due: Option<Instant>,
-    // Boxed so the body is `Unpin` when its stream is; created only while waiting for `due`.
-    sleep: Option<Pin<Box<Sleep>>>,
+    alarm: Alarm,
 }
 
 impl DrainClock {
@@ -127,10 +124,7 @@ impl DrainClock {
         let Some(due) = self.due else {
             return Poll::Pending;
         };
-        self.sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)))
-            .as_mut()
-            .poll(cx)
+        self.alarm.poll(due, cx)
     }
 }
 

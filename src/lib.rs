@@ -133,6 +133,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod admission;
+mod alarm;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;

@@ -1,14 +1,12 @@
 //! The lifetime clock of one body: when a stream under
 //! [`max_lifetime`](crate::SseLayer::max_lifetime) must end.
 
-use crate::delay;
+use crate::{alarm::Alarm, delay};
 use std::{
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// When a stream must end: a deadline drawn once, at the body's first poll, in the last tenth
 /// of the lifetime, and never moved afterwards (a clock that events or keep-alives restart
@@ -16,8 +14,7 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug, Default)]
 pub(crate) struct LifetimeTimer {
     clock: Clock,
-    // Boxed so the body is `Unpin` when its stream is; created on the first idle poll.
-    sleep: Option<Pin<Box<Sleep>>>,
+    alarm: Alarm,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,10 +53,7 @@ impl LifetimeTimer {
         let Clock::Until(deadline) = self.clock else {
             return Poll::Pending;
         };
-        self.sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
-            .as_mut()
-            .poll(cx)
+        self.alarm.poll(deadline, cx)
     }
 }
 
