@@ -23,11 +23,12 @@ use tokio::time::Instant;
 /// after that delay (a browser gives up for good on any status but `200`); any other client
 /// gets `503 Service Unavailable` with `Retry-After`. A refused stream's body never polls its
 /// stream, so a hub subscription in it never joins. Refusals are counted
-/// ([`refused`](Admission::refused)) and logged with `tracing` at `DEBUG` (one line each would
-/// flood the log in the very storm the budget is for; the counter is the figure to watch).
+/// ([`refused`](Admission::refused)) and each is logged with `tracing` at `DEBUG`, not
+/// higher: a line per refusal at `INFO` would flood the log in the very storm the budget is
+/// for; the counter is the figure to watch.
 ///
-/// The bucket starts full. A rate of zero (or a negative or NaN one) never refills, an infinite one refills at once: after the
-/// burst, every stream is refused, politely. A stream refused by a
+/// The bucket starts full. A rate of zero (or a negative or NaN one) never refills: after the
+/// burst, every stream is refused, politely. An infinite rate refills at once. A stream refused by a
 /// [`max_streams`](crate::SseLayer::max_streams) limit takes no token.
 ///
 /// ```
