@@ -237,3 +237,57 @@ impl axum::serve::Listener for SendTimeoutListener {
         self.inner.local_addr()
     }
 }
+
+/// The request's [`Grants`](crate::Grants), put there by an
+/// [`AuthLayer`](crate::auth::AuthLayer); rejects with `401` (empty body) when the request has
+/// none (no layer, or a credential the layer refused).
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use tower_sse::{hub::Hub, Grants, NotGranted, SseBody};
+///
+/// async fn inbox(grants: Grants, axum::extract::State(hub): axum::extract::State<Hub>)
+///     -> Result<impl IntoResponse, NotGranted>
+/// {
+///     let user = grants.subject_name().unwrap_or_default().to_owned();
+///     let subscription = hub.topic(&format!("user:{user}")).subscribe(None).granted(&grants)?;
+///     Ok(SseBody::new(subscription))
+/// }
+/// # let _: axum::Router = axum::Router::new().route("/inbox", axum::routing::get(inbox)).with_state(Hub::new());
+/// ```
+impl<St: Send + Sync> FromRequestParts<St> for crate::Grants {
+    type Rejection = crate::auth::Denied;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<crate::Grants>()
+            .cloned()
+            .ok_or(crate::auth::Denied::Unauthenticated)
+    }
+}
+
+impl<St: Send + Sync> OptionalFromRequestParts<St> for crate::Grants {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &St,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<crate::Grants>().cloned())
+    }
+}
+
+impl IntoResponse for crate::auth::Denied {
+    /// The status (`401` or `403`), an empty body, `Cache-Control: no-store`.
+    fn into_response(self) -> Response {
+        self.response()
+    }
+}
+
+impl IntoResponse for crate::NotGranted {
+    /// `403 Forbidden`, an empty body, `Cache-Control: no-store`.
+    fn into_response(self) -> Response {
+        crate::auth::Denied::Forbidden.response()
+    }
+}

@@ -152,6 +152,8 @@ pin_project! {
         guard: Option<CloseGuard>,
         // One per enclosing layer with a shutdown; the first triggered one ends the stream.
         shutdowns: Vec<ShutdownWatch>,
+        // When the stream's credential expires, if it has one.
+        expiry: Option<tokio::time::Instant>,
     }
 }
 
@@ -296,6 +298,7 @@ impl<S> SseBody<S> {
             },
             guard: parts.guard,
             shutdowns: parts.shutdowns,
+            expiry: parts.expiry,
         }
     }
 
@@ -503,6 +506,8 @@ struct Ends<'a> {
     guard: Option<&'a CloseGuard>,
     settings: &'a Settings,
     shutdown: Option<&'a ShutdownWatch>,
+    /// Why the lifetime clock ends the stream: its lifetime, or its credential's expiry.
+    lifetime: Cause,
 }
 
 impl Ends<'_> {
@@ -563,8 +568,17 @@ impl Ends<'_> {
                 if let Some(event) = self.shutdown.and_then(ShutdownWatch::final_event) {
                     frame.push(event.into_bytes());
                 }
-                frame.push(self.settings.come_back(Cause::Shutdown));
-                self.close(CloseReason::Shutdown);
+                let cause = self.shutdown.map_or(Cause::Shutdown, ShutdownWatch::cause);
+                frame.push(self.settings.come_back(cause));
+                self.close(match cause {
+                    Cause::Revoked => CloseReason::Revoked,
+                    _ => CloseReason::Shutdown,
+                });
+            }
+            Drain::Lifetime if self.lifetime == Cause::Expired => {
+                tracing::debug!("SSE stream credential expired: the client is told to reconnect");
+                frame.push(self.settings.come_back(Cause::Expired));
+                self.close(CloseReason::Expired);
             }
             Drain::Lifetime => {
                 tracing::debug!(
@@ -597,7 +611,7 @@ where
         let this = self.project();
         let settings = &**this.settings;
         // The first poll starts the lifetime; nothing restarts it.
-        this.lifetime.start(settings.max_lifetime);
+        this.lifetime.start(settings.max_lifetime, *this.expiry);
         this.drain.open();
         if let Some(poll) = before_streaming(this.state, settings, this.idle, cx) {
             return poll;
@@ -621,6 +635,7 @@ where
             guard: this.guard.as_ref(),
             settings,
             shutdown: triggered,
+            lifetime: this.lifetime.cause(),
         };
         let state = std::mem::replace(this.state, State::Done);
         *this.state = ends.next_state(state, gathered, &mut frame);

@@ -50,6 +50,11 @@ pub(crate) enum Cause {
     Shutdown,
     /// The hub evicted the subscriber for falling behind.
     Evicted,
+    /// The stream's credential expired ([`Grants::expires_at`](crate::Grants::expires_at)).
+    Expired,
+    /// The stream's subject was revoked ([`Auth::revoke`](crate::auth::Auth::revoke)); its
+    /// reconnect is refused.
+    Revoked,
 }
 
 impl Cause {
@@ -61,6 +66,8 @@ impl Cause {
             Cause::Lifetime => b": stream lifetime reached, reconnect\n",
             Cause::Shutdown => b": server shutting down, reconnect\n",
             Cause::Evicted => b": fell behind, reconnect\n",
+            Cause::Expired => b": credential expired, reconnect\n",
+            Cause::Revoked => b": access revoked\n",
         }
     }
 }
@@ -113,6 +120,8 @@ mod tests {
             Cause::Lifetime,
             Cause::Shutdown,
             Cause::Evicted,
+            Cause::Expired,
+            Cause::Revoked,
         ] {
             let frame = block(&DEFAULT_WINDOW, cause);
             assert!(frame.ends_with(b"\n\n"));

@@ -5,6 +5,7 @@ use crate::{
     come_back::Cause,
     disconnect::{CloseGuard, CloseReason, Disconnect},
     drain::DrainPolicy,
+    grants::Grants,
     settings::Settings,
     shutdown::{Shutdown, ShutdownWatch},
     streams::Streams,
@@ -141,6 +142,9 @@ struct Slot {
     retry_after: Option<u64>,
     /// The response was returned: a body built now is out of the layer's reach.
     finished: bool,
+    /// The request's grants ([`Auth`](crate::auth::Auth)): its streams end at their expiry
+    /// and on their subject's revocation.
+    grants: Option<Grants>,
 }
 
 /// What a body being built takes from its context.
@@ -152,6 +156,8 @@ pub(crate) struct BodyParts {
     pub(crate) refused: bool,
     /// For an over-limit `EventSource` client: the `retry:` frame that makes it come back.
     pub(crate) comeback: Option<bytes::Bytes>,
+    /// When the request's credential expires: the stream ends then.
+    pub(crate) expiry: Option<tokio::time::Instant>,
 }
 
 impl BodyParts {
@@ -163,6 +169,7 @@ impl BodyParts {
             shutdowns: Vec::new(),
             refused: false,
             comeback: None,
+            expiry: None,
         }
     }
 }
@@ -251,8 +258,17 @@ impl SseContext {
                 .collect(),
             refused: false,
             comeback: None,
+            expiry: None,
         };
         let mut slot = lock(&self.request.slot);
+        if let Some(grants) = &slot.grants {
+            parts.expiry = grants.expiry().and_then(instant_of);
+            if let Some(revocation) = grants.revocation() {
+                parts
+                    .shutdowns
+                    .push(revocation.watch(DrainPolicy::Immediate));
+            }
+        }
         if slot.finished {
             tracing::warn!(
                 "an SseBody was built after its request's response was returned: it gets the \
@@ -311,6 +327,15 @@ impl SseContext {
         parts
     }
 
+    /// Binds the request's streams to its grants: they end at the grants' expiry and when
+    /// their subject is revoked. The first binding counts (every layer sees the same grants).
+    pub(crate) fn bind(&self, grants: &Grants) {
+        let mut slot = lock(&self.request.slot);
+        if slot.grants.is_none() {
+            slot.grants = Some(grants.clone());
+        }
+    }
+
     /// Marks the response as returned and says how the request went; closes the disconnect
     /// handle with [`CloseReason::NoStream`] when no body took it.
     pub(crate) fn finish(&self) -> Outcome {
@@ -327,6 +352,15 @@ impl SseContext {
             retry_after: slot.retry_after,
         }
     }
+}
+
+/// The instant on tokio's clock of a time on the system clock (now, if it has passed); `None`
+/// past the longest delay a timer takes (about 24 days), which no stream is expected to reach.
+fn instant_of(at: std::time::SystemTime) -> Option<tokio::time::Instant> {
+    let left = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    (left <= crate::delay::MAX_DELAY).then(|| tokio::time::Instant::now() + left)
 }
 
 /// Takes a slot under every limit, or none; the limit that refuses counts the refusal.

@@ -31,6 +31,10 @@ pub enum CloseReason {
     /// The stream reached its [`max_lifetime`](crate::SseLayer::max_lifetime) and told the
     /// client to reconnect.
     Rotated,
+    /// The stream's credential expired ([`Grants::expires_at`](crate::Grants::expires_at)).
+    Expired,
+    /// The stream's subject was revoked ([`Auth::revoke`](crate::auth::Auth::revoke)).
+    Revoked,
 }
 
 struct Shared {

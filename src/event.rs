@@ -1,6 +1,7 @@
 //! One Server-Sent Event and its wire encoding; the docs are on [`Event`] and [`EventBuilder`].
 
 use crate::{
+    audience::{self, Audience},
     come_back::Cause,
     delay,
     last_event_id::{id_fault, IdFault},
@@ -66,6 +67,8 @@ pub struct Event {
     /// Set on the hub's own last events (evicted, closed): the body that sends this event ends
     /// its stream after it with a come-back block for this cause.
     come_back: Option<Cause>,
+    /// The subjects this event is for (none: everyone who may read its topic); never written.
+    audience: Option<Audience>,
 }
 
 impl Event {
@@ -109,6 +112,7 @@ impl Event {
             id_start: 0,
             id_len: 0,
             come_back: None,
+            audience: None,
         }
     }
 
@@ -169,6 +173,7 @@ impl Event {
             id_start: 0,
             id_len: 0,
             come_back: None,
+            audience: None,
         }
     }
 
@@ -223,7 +228,75 @@ impl Event {
             id_start: offset(id_start)?,
             id_len: offset(id.len())?,
             come_back: None,
+            audience: self.audience,
         })
+    }
+
+    /// This event, for the given subjects only: a hub subscriber made with
+    /// [`Subscription::granted`](crate::hub::Subscription::granted) receives it, from the
+    /// history or live, only when its grants' [`subject`](crate::Grants::subject_name) is one of
+    /// them; an anonymous subscriber (one made without grants) never does. The audience is not
+    /// part of the bytes a client receives, and it crosses a [broker](crate::hub::broker) with
+    /// the event. An empty audience is nobody. The bytes are not copied.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use futures_util::StreamExt;
+    /// use tower_sse::{hub::Hub, Event, Grants};
+    ///
+    /// let hub = Hub::new();
+    /// let team = hub.topic("team");
+    /// let grants = |who: &str| Grants::new().subject(who).exact("team");
+    /// let mut bob = team.subscribe(None).granted(&grants("bob")).unwrap();
+    /// team.publish(Event::message("for alice").with_audience(["alice"])).await.unwrap();
+    /// team.publish(Event::message("for everyone")).await.unwrap();
+    /// let got = bob.next().await.unwrap();
+    /// assert!(got.as_bytes().starts_with(b"data: for everyone\n"), "bob never sees alice's");
+    /// # }
+    /// ```
+    pub fn with_audience<I>(mut self, subjects: I) -> Event
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.audience = Some(audience::of(subjects));
+        self
+    }
+
+    /// The subjects this event is for, if it has an audience
+    /// ([`with_audience`](Event::with_audience)).
+    pub fn audience(&self) -> Option<&[Box<str>]> {
+        self.audience.as_deref()
+    }
+
+    /// Whether a subscriber with this subject (none: anonymous) may receive the event.
+    pub(crate) fn admits(&self, subject: Option<&str>) -> bool {
+        audience::admits(self.audience.as_ref(), subject)
+    }
+
+    /// The event a broker receives: its bytes are what crosses to the other hubs, the audience
+    /// (when there is one) ahead of the event's own bytes, so that any broker that carries the
+    /// bytes carries the audience. Never sent to a client.
+    pub(crate) fn for_broker(self) -> Event {
+        match &self.audience {
+            None => self,
+            Some(audience) => Event {
+                bytes: audience::to_wire(Some(audience), &self.bytes),
+                id_start: 0,
+                id_len: 0,
+                come_back: None,
+                audience: None,
+            },
+        }
+    }
+
+    /// An event read back from a broker ([`for_broker`](Event::for_broker)'s bytes), audience
+    /// included; anything else is refused, as by [`from_encoded`](Event::from_encoded).
+    pub(crate) fn from_wire(payload: Bytes) -> Option<Event> {
+        let (audience, bytes) = audience::from_wire(payload)?;
+        let mut event = Event::from_encoded(bytes)?;
+        event.audience = audience;
+        Some(event)
     }
 }
 
@@ -232,7 +305,7 @@ impl Event {
     /// many servers), without an `id`. Anything else is refused, so bytes from outside can never
     /// inject a field, an id or a second event into a stream: valid UTF-8, no CR, one field per
     /// line (`data`, `event`, `retry` with digits, or a comment), no blank line but the final one.
-    pub(crate) fn from_wire(bytes: Bytes) -> Option<Event> {
+    pub(crate) fn from_encoded(bytes: Bytes) -> Option<Event> {
         let text = std::str::from_utf8(&bytes).ok()?;
         if text.is_empty() {
             // What an empty builder makes: an event that writes nothing.
@@ -241,6 +314,7 @@ impl Event {
                 id_start: 0,
                 id_len: 0,
                 come_back: None,
+                audience: None,
             });
         }
         if text.contains('\r') || !text.ends_with('\n') {
@@ -275,6 +349,7 @@ impl Event {
             id_start: 0,
             id_len: 0,
             come_back: None,
+            audience: None,
         })
     }
 }
@@ -351,6 +426,7 @@ pub struct EventBuilder {
     id_len: usize,
     set: u8,
     error: Option<EventError>,
+    audience: Option<Audience>,
 }
 
 const HEAD: usize = 64;
@@ -365,6 +441,7 @@ impl Default for EventBuilder {
             id_len: 0,
             set: 0,
             error: None,
+            audience: None,
         }
     }
 }
@@ -504,6 +581,17 @@ impl EventBuilder {
         self
     }
 
+    /// Makes the event for these subjects only: see [`Event::with_audience`]. Never written to
+    /// the wire.
+    pub fn audience<I>(mut self, subjects: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.audience = Some(audience::of(subjects));
+        self
+    }
+
     /// Adds a comment line, which clients ignore. Must not contain CR or LF.
     ///
     /// An event made of comments alone is written without the closing blank line, so that no
@@ -546,6 +634,7 @@ impl EventBuilder {
             },
             id_len: offset(self.id_len)?,
             come_back: None,
+            audience: self.audience,
         })
     }
 

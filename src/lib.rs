@@ -134,6 +134,8 @@
 
 mod admission;
 mod alarm;
+mod audience;
+pub mod auth;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
@@ -146,6 +148,7 @@ mod disconnect;
 mod drain;
 mod event;
 mod future;
+mod grants;
 mod headers;
 pub mod hub;
 pub mod io;
@@ -174,6 +177,7 @@ pub use disconnect::{CloseReason, Disconnect};
 pub use drain::DrainPolicy;
 pub use event::{Event, EventBuilder, EventError, Field};
 pub use future::ResponseFuture;
+pub use grants::{Grants, NotGranted, TopicMatch, RESERVED_PREFIX};
 pub use keep_alive::KeepAlive;
 pub use last_event_id::{LastEventId, LAST_EVENT_ID, MAX_LAST_EVENT_ID_LEN};
 pub use layer::SseLayer;

@@ -3,6 +3,7 @@
 use crate::{
     context::{Chain, SseContext},
     future::ResponseFuture,
+    grants::Grants,
     headers::{accepts_event_stream, asks_for_event_stream},
     last_event_id::LastEventId,
     scope,
@@ -75,6 +76,10 @@ where
             extensions.insert(id);
         }
         let context = SseContext::enter(extensions.get::<SseContext>(), &self.chain, accept);
+        // Grants made by an `AuthLayer` outside this one: its streams end with them.
+        if let Some(grants) = extensions.get::<Grants>() {
+            context.bind(grants);
+        }
         extensions.insert(context.disconnect());
         extensions.insert(context.clone());
         let inner = scope::enter(&context, || self.inner.call(req));

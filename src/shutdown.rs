@@ -1,6 +1,6 @@
 //! [`Shutdown`]: end every SSE stream under a layer, for a graceful server shutdown.
 
-use crate::{drain::DrainPolicy, sync::lock, Event};
+use crate::{come_back::Cause, drain::DrainPolicy, sync::lock, Event};
 use atomic_waker::AtomicWaker;
 use slab::Slab;
 use std::{
@@ -77,11 +77,14 @@ struct Inner {
     /// switch, in milliseconds.
     drain_span_ms: AtomicU64,
     state: Mutex<State>,
+    /// What the come-back block says: a server shutdown, or a revocation.
+    cause: Cause,
 }
 
 impl Default for Inner {
     fn default() -> Self {
         Inner {
+            cause: Cause::Shutdown,
             triggered: AtomicBool::new(false),
             triggered_at: OnceLock::new(),
             flush_limit: AtomicUsize::new(DEFAULT_FLUSH_LIMIT),
@@ -166,6 +169,24 @@ impl Shutdown {
         self.inner.drain_span_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
+    /// The switch that ends one subject's streams when it is revoked: at once, with nothing
+    /// more of what is ready, its come-back block saying why.
+    pub(crate) fn revocation() -> Shutdown {
+        Shutdown {
+            inner: Arc::new(Inner {
+                cause: Cause::Revoked,
+                flush_limit: AtomicUsize::new(0),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// Whether anything but this handle holds the switch (a body watching it, a request's
+    /// grants): a revocation registry keeps only those.
+    pub(crate) fn is_held(&self) -> bool {
+        Arc::strong_count(&self.inner) > 1
+    }
+
     /// A body's registration, for a layer with this drain `policy`.
     pub(crate) fn watch(&self, policy: DrainPolicy) -> ShutdownWatch {
         let waker = Arc::new(AtomicWaker::new());
@@ -218,6 +239,11 @@ impl ShutdownWatch {
             .get()
             .copied()
             .unwrap_or_else(Instant::now)
+    }
+
+    /// Why the streams end: the cause of their come-back block.
+    pub(crate) fn cause(&self) -> Cause {
+        self.shutdown.inner.cause
     }
 
     /// The final event, once triggered.

@@ -102,3 +102,47 @@ where
         response
     }
 }
+
+/// A filter that extracts the request's [`Grants`](crate::Grants), put there by an
+/// [`AuthLayer`](crate::auth::AuthLayer) around the warp service; rejects with
+/// [`Denied::Unauthenticated`](crate::auth::Denied) when there are none. `Denied` is a
+/// `warp::reject::Reject` and a `Reply`: answer it in the app's `recover` with
+/// `rejection.find::<Denied>()`.
+///
+/// ```
+/// use tower_sse::{hub::Hub, Grants, SseBody};
+/// use warp::{Filter, Reply};
+///
+/// let hub = Hub::new();
+/// let events = warp::path("inbox")
+///     .and(tower_sse::warp::grants())
+///     .map(move |grants: Grants| {
+///         let topic = format!("user:{}", grants.subject_name().unwrap_or_default());
+///         match hub.topic(&topic).subscribe(None).granted(&grants) {
+///             Ok(subscription) => SseBody::new(subscription).into_response(),
+///             Err(not_granted) => not_granted.into_response(),
+///         }
+///     });
+/// # let _ = events;
+/// ```
+pub fn grants() -> impl Filter<Extract = (crate::Grants,), Error = warp::Rejection> + Clone {
+    warp::ext::optional::<crate::Grants>().and_then(|grants: Option<crate::Grants>| async move {
+        grants.ok_or_else(|| warp::reject::custom(crate::auth::Denied::Unauthenticated))
+    })
+}
+
+impl warp::reject::Reject for crate::auth::Denied {}
+
+impl warp::Reply for crate::auth::Denied {
+    /// The status (`401` or `403`), an empty body, `Cache-Control: no-store`.
+    fn into_response(self) -> warp::reply::Response {
+        self.response()
+    }
+}
+
+impl warp::Reply for crate::NotGranted {
+    /// `403 Forbidden`, an empty body, `Cache-Control: no-store`.
+    fn into_response(self) -> warp::reply::Response {
+        crate::auth::Denied::Forbidden.response()
+    }
+}

@@ -159,6 +159,9 @@ pub struct HubStats {
     /// read at a time per topic, so a burst of resumes shares its reads. Always 0 in memory:
     /// a resume there finds its position in the history by arithmetic, with nothing to read.
     pub history_reads: u64,
+    /// Subscriptions refused because their grants do not allow the topic
+    /// ([`Subscription::granted`]), each logged.
+    pub forbidden: u64,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +175,7 @@ struct Counters {
     publish_failed: AtomicU64,
     rejected: AtomicU64,
     history_reads: AtomicU64,
+    forbidden: AtomicU64,
 }
 
 type Hook = Arc<dyn Fn(&Topic, usize) + Send + Sync>;
@@ -294,6 +298,7 @@ impl Hub {
             publish_failed: c.publish_failed.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             history_reads: c.history_reads.load(Ordering::Relaxed),
+            forbidden: c.forbidden.load(Ordering::Relaxed),
         }
     }
 

@@ -254,7 +254,8 @@ impl Topic {
         if event.id().is_some() {
             return Publish::ready(Err(PublishError::OwnId));
         }
-        let sent = broker.publish(self.name(), event);
+        // Its audience rides in the bytes, so that every broker carries it unchanged.
+        let sent = broker.publish(self.name(), event.for_broker());
         let core = self.shared.core.clone();
         let topic = self.shared.name.clone();
         Publish::spawn(async move {
