@@ -404,7 +404,11 @@ impl Auth {
     /// The local part is done when this returns; await the [`Revocation`] to know the other
     /// nodes were told (it runs whether awaited or not).
     pub fn revoke(&self, subject: &str) -> Revocation {
-        let at = SystemTime::now();
+        // In whole milliseconds, as it crosses the hub: its echo is then recognised.
+        let ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64);
         let ended = self.inner.apply(subject, at);
         let shared = self.inner.hub.as_ref().map(|hub| {
             hub.topic(REVOCATIONS_TOPIC)
