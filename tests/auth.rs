@@ -394,3 +394,61 @@ mod two_nodes {
         hub.topic("team")
     }
 }
+
+#[cfg(feature = "jwt")]
+mod jwt {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use tower_sse::auth::Jwt;
+
+    const SECRET: &[u8] = b"the app's signing secret, 32 bytes+";
+
+    fn bearer(claims: serde_json::Value) -> String {
+        let token = encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    }
+
+    #[tokio::test]
+    async fn a_bearer_jwt_opens_its_topics_until_its_exp() {
+        let hub = Hub::new();
+        let auth = Auth::builder(Jwt::hs256(SECRET)).build();
+        let addr = serve(app(hub.clone(), auth.clone())).await;
+        let now = jsonwebtoken::get_current_timestamp();
+        // Long enough that a busy machine still connects before it; the stream ends at it.
+        let token =
+            bearer(serde_json::json!({ "sub": "alice", "exp": now + 5, "topics": ["user:alice"] }));
+        let long = bearer(
+            serde_json::json!({ "sub": "alice", "exp": now + 600, "topics": ["user:alice"] }),
+        );
+        let mut stream =
+            RawClient::get(addr, "/events/user:alice", &[("authorization", &token)]).await;
+        assert_eq!(stream.status(), 200);
+        hub.topic("user:alice")
+            .publish(Event::message("signed"))
+            .await
+            .unwrap();
+        assert_eq!(
+            refused(addr, "/events/user:bob", &[("authorization", &long)]).await,
+            403
+        );
+        let forged = format!(
+            "{}x",
+            bearer(serde_json::json!({ "exp": now + 60, "topics": ["user:bob"] }))
+        );
+        assert_eq!(
+            refused(addr, "/events/user:bob", &[("authorization", &forged)]).await,
+            401
+        );
+        let raw_token = long.trim_start_matches("Bearer ");
+        let in_url = format!("/events/user:alice?token={raw_token}");
+        assert_eq!(refused(addr, &in_url, &[]).await, 401, "never from the URL");
+        let (raw, messages) = stream.read_to_end().await;
+        assert_eq!(messages[0].data, "signed");
+        come_back_retry(&raw, "credential expired, reconnect");
+    }
+}

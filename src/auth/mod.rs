@@ -125,6 +125,9 @@
 
 mod authorize;
 mod body;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+mod jwt;
 mod layer;
 mod revoke;
 mod service;
@@ -134,6 +137,9 @@ mod ticket_redis;
 
 pub use authorize::{Authorize, Denied};
 pub use body::AuthBody;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jwt::Jwt;
 pub use layer::AuthLayer;
 pub use revoke::REVOKED;
 pub use service::{AuthFuture, AuthService};
