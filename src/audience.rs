@@ -5,29 +5,79 @@
 //! with an audience only when its subject is in it; every other subscriber never receives it.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use std::sync::Arc;
+use std::{
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, OnceLock},
+};
 
 /// The subjects an event is for; shared by every clone of the event.
-pub(crate) type Audience = Arc<[Box<str>]>;
+pub(crate) type Audience = Arc<Subjects>;
 
-/// The audience of these subjects.
+/// An audience: its subjects, and a key of each (a hash, the same for the whole process), so
+/// that a subscriber looks for its own key in a flat list of integers, and compares strings
+/// only on a match.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Subjects {
+    keys: Box<[u64]>,
+    names: Box<[Box<str>]>,
+}
+
+impl Subjects {
+    pub(crate) fn names(&self) -> &[Box<str>] {
+        &self.names
+    }
+}
+
+/// The key of a subject: one hash function for the whole process.
+fn key(subject: &str) -> u64 {
+    static STATE: OnceLock<RandomState> = OnceLock::new();
+    STATE.get_or_init(RandomState::new).hash_one(subject)
+}
+
+/// The audience of these subjects, without repeats.
 pub(crate) fn of<I>(subjects: I) -> Audience
 where
     I: IntoIterator,
     I::Item: Into<String>,
 {
-    subjects
+    let mut names: Vec<Box<str>> = subjects
         .into_iter()
         .map(|s| s.into().into_boxed_str())
-        .collect()
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    Arc::new(Subjects {
+        keys: names.iter().map(|name| key(name)).collect(),
+        names: names.into(),
+    })
 }
 
-/// Whether a subscriber with `subject` (none: an anonymous one) may receive an event with
+/// Who reads a subscription, for events with an audience: its grants' subject and its key.
+#[derive(Debug)]
+pub(crate) struct Viewer {
+    subject: Box<str>,
+    key: u64,
+}
+
+impl Viewer {
+    pub(crate) fn new(subject: &str) -> Viewer {
+        Viewer {
+            subject: subject.into(),
+            key: key(subject),
+        }
+    }
+}
+
+/// Whether a subscriber read by `viewer` (none: an anonymous one) may receive an event with
 /// `audience` (none: everyone who may read its topic).
-pub(crate) fn admits(audience: Option<&Audience>, subject: Option<&str>) -> bool {
-    match (audience, subject) {
+pub(crate) fn admits(audience: Option<&Audience>, viewer: Option<&Viewer>) -> bool {
+    match (audience, viewer) {
         (None, _) => true,
-        (Some(audience), Some(subject)) => audience.iter().any(|s| **s == *subject),
+        (Some(audience), Some(viewer)) => audience
+            .keys
+            .iter()
+            .zip(audience.names.iter())
+            .any(|(key, name)| *key == viewer.key && **name == *viewer.subject),
         (Some(_), None) => false,
     }
 }
@@ -42,10 +92,10 @@ pub(crate) fn to_wire(audience: Option<&Audience>, event: &Bytes) -> Bytes {
     let Some(audience) = audience else {
         return event.clone();
     };
-    let size = audience.iter().map(|s| s.len() + 21).sum::<usize>();
+    let size = audience.names.iter().map(|s| s.len() + 21).sum::<usize>();
     let mut buf = BytesMut::with_capacity(2 + size + event.len());
     buf.put_u8(MARK);
-    for subject in audience.iter() {
+    for subject in audience.names.iter() {
         buf.put_slice(subject.len().to_string().as_bytes());
         buf.put_u8(b':');
         buf.put_slice(subject.as_bytes());
@@ -76,11 +126,12 @@ pub(crate) fn from_wire(payload: Bytes) -> Option<(Option<Audience>, Bytes)> {
         }
         let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
         let value = rest.get(colon + 1..colon + 1 + len)?;
-        subjects.push(Box::from(std::str::from_utf8(value).ok()?));
+        subjects.push(std::str::from_utf8(value).ok()?.to_owned());
         rest = &rest[colon + 1 + len..];
     }
     let start = payload.len() - rest.len() + 1;
-    Some((Some(subjects.into()), payload.slice(start..)))
+    // Sorted again: the wire is not trusted to keep the order the search needs.
+    Some((Some(of(subjects)), payload.slice(start..)))
 }
 
 #[cfg(test)]
@@ -89,11 +140,12 @@ mod tests {
 
     #[test]
     fn an_audience_crosses_the_wire_and_back() {
-        let audience = of(["alice", "", "bob:x\n@1:", "é"]);
+        let audience = of(["é", "alice", "", "bob:x\n@1:", "alice"]);
+        assert_eq!(audience.names().len(), 4, "without repeats");
         let event = Bytes::from_static(b"data: hi\n\n");
         let wire = to_wire(Some(&audience), &event);
         let (back, bytes) = from_wire(wire).unwrap();
-        assert_eq!(back.as_deref(), Some(&audience[..]));
+        assert_eq!(back, Some(audience));
         assert_eq!(bytes, event);
         let (none, bare) = from_wire(event.clone()).unwrap();
         assert!(none.is_none());
@@ -113,17 +165,24 @@ mod tests {
             assert!(from_wire(Bytes::from_static(bad)).is_none(), "{bad:?}");
         }
         let (empty, _) = from_wire(Bytes::from_static(b"@\ndata: x\n\n")).unwrap();
-        assert_eq!(empty.map(|a| a.len()), Some(0), "an empty audience: nobody");
+        let empty = empty.unwrap();
+        assert!(empty.names().is_empty(), "an empty audience");
+        assert!(!admits(Some(&empty), Some(&Viewer::new(""))), "is nobody");
     }
 
     #[test]
     fn who_is_admitted() {
+        let viewer = Viewer::new;
+        let audience = of(["carol", "alice", "dave", "bob"]);
+        for who in ["alice", "bob", "carol", "dave"] {
+            assert!(admits(Some(&audience), Some(&viewer(who))), "{who}");
+        }
         let audience = of(["alice"]);
         assert!(admits(None, None));
-        assert!(admits(None, Some("bob")));
-        assert!(admits(Some(&audience), Some("alice")));
-        assert!(!admits(Some(&audience), Some("bob")));
-        assert!(!admits(Some(&audience), Some("alic")));
+        assert!(admits(None, Some(&viewer("bob"))));
+        assert!(admits(Some(&audience), Some(&viewer("alice"))));
+        assert!(!admits(Some(&audience), Some(&viewer("bob"))));
+        assert!(!admits(Some(&audience), Some(&viewer("alic"))));
         assert!(
             !admits(Some(&audience), None),
             "an anonymous subscriber never"

@@ -111,6 +111,7 @@
 //! | [`history-lost`](hub::HISTORY_LOST) | a hub subscriber's `Last-Event-ID` cannot be resumed from | `{"reason":"history-lost"}` |
 //! | [`evicted`](hub::EVICTED) | a hub subscriber fell too far behind under [`hub::LagPolicy::Evict`]; a come-back block follows it and the stream ends | `{"behind":N}` |
 //! | [`missed`](hub::MISSED) | a hub subscriber skipped events under [`hub::LagPolicy::Skip`] | `{"missed":N}` |
+//! | [`revoked`](auth::REVOKED) | the stream's subject was revoked ([`auth::Auth::revoke`]); a come-back block follows it, the stream ends, and the reconnect is refused | `{"reason":"revoked"}` |
 //!
 //! The final event of a [`Shutdown`] or [`hub::Hub::close`] is the application's own.
 //!
@@ -127,7 +128,9 @@
 //!   timeouts, connection cap and graceful shutdown that long-lived streams need.
 //! - `rustls`: HTTPS for `serve::Server` (`Server::rustls`), with HTTP/2 for browsers.
 //! - `redis`: the hub across server processes through Redis (`hub::redis`,
-//!   `HubBuilder::redis`); needs Rust 1.88.
+//!   `HubBuilder::redis`) and stream tickets shared by them (`auth::Tickets::redis`); needs
+//!   Rust 1.88.
+//! - `jwt`: `auth::Jwt`, an authorizer that makes grants from a JSON Web Token's claims.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]

@@ -409,6 +409,43 @@ impl Auth {
     ///
     /// The local part is done when this returns; await the [`Revocation`] to know the other
     /// nodes were told (it runs whether awaited or not).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use http::{request::Parts, Request, StatusCode};
+    /// use http_body_util::BodyExt;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_sse::{auth::{Auth, Denied}, hub::Hub, Grants, SseBody, SseLayer};
+    ///
+    /// let auth = Auth::builder(|_: &Parts| async {
+    ///     Ok::<_, Denied>(Grants::new().subject("alice").exact("user:alice"))
+    /// })
+    /// .build();
+    /// let hub = Hub::new();
+    /// let service = ServiceBuilder::new()
+    ///     .layer(SseLayer::new().open_frame(false))
+    ///     .layer(auth.layer())
+    ///     .service_fn(move |req: Request<()>| {
+    ///         let grants = req.extensions().get::<Grants>().unwrap().clone();
+    ///         let subscription = hub.topic("user:alice").subscribe(None).granted(&grants).unwrap();
+    ///         async move { Ok::<_, std::convert::Infallible>(SseBody::from_request(&req, subscription).into_http_response()) }
+    ///     });
+    /// let stream = |service: &_| {
+    ///     let service = Clone::clone(service);
+    ///     let req = Request::get("/").header("accept", "text/event-stream").body(()).unwrap();
+    ///     async move { ServiceExt::<Request<()>>::oneshot(service, req).await.unwrap() }
+    /// };
+    /// let open = stream(&service).await;
+    ///
+    /// let revocation = auth.revoke("alice");
+    /// assert_eq!(revocation.ended_here(), 1);
+    /// let bytes = open.into_body().collect().await.unwrap().to_bytes();
+    /// let text = std::str::from_utf8(&bytes).unwrap();
+    /// assert!(text.starts_with("event: revoked\ndata: {\"reason\":\"revoked\"}\n\nretry: "));
+    /// assert!(text.ends_with("\n: access revoked\n\n"));
+    /// assert_eq!(stream(&service).await.status(), StatusCode::UNAUTHORIZED, "and refused since");
+    /// # }
+    /// ```
     pub fn revoke(&self, subject: &str) -> Revocation {
         // In whole milliseconds, as it crosses the hub: its echo is then recognised.
         let ms = SystemTime::now()

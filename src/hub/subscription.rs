@@ -3,7 +3,7 @@
 use super::cursor::{Cursor, LagPolicy, Step};
 use super::topic::{history_lost, State, Topic};
 use super::{control_event, Core, EVICTED, MISSED};
-use crate::{come_back::Cause, sync::lock};
+use crate::{audience::Viewer, come_back::Cause, sync::lock};
 use crate::{grants::NotGranted, Event, Grants, LastEventId};
 use futures_core::Stream;
 use std::{
@@ -59,7 +59,7 @@ pub struct Subscription {
     left: bool,
     /// Who reads, for events with an audience: the grants' subject, or nobody (an anonymous
     /// subscriber receives no event that has an audience).
-    viewer: Option<Box<str>>,
+    viewer: Option<Viewer>,
 }
 
 impl fmt::Debug for Subscription {
@@ -152,7 +152,7 @@ impl Subscription {
             );
             return Err(NotGranted(()));
         }
-        self.viewer = grants.subject_name().map(Box::from);
+        self.viewer = grants.subject_name().map(Viewer::new);
         Ok(self)
     }
 
@@ -282,7 +282,7 @@ impl Stream for Subscription {
         loop {
             match this.step(cx) {
                 // Not for this subscriber: passed over, as if it were never published.
-                Step::Event(event) if !event.admits(this.viewer.as_deref()) => continue,
+                Step::Event(event) if !event.admits(this.viewer.as_ref()) => continue,
                 step => return this.ready(step),
             }
         }
