@@ -330,6 +330,7 @@ impl SseContext {
     /// Binds the request's streams to its grants: they end at the grants' expiry and when
     /// their subject is revoked. The first binding counts (every layer sees the same grants).
     pub(crate) fn bind(&self, grants: &Grants) {
+        grants.mark_bound();
         let mut slot = lock(&self.request.slot);
         if slot.grants.is_none() {
             slot.grants = Some(grants.clone());

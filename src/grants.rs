@@ -4,7 +4,10 @@ use crate::shutdown::Shutdown;
 use std::{
     error::Error as StdError,
     fmt,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -96,6 +99,11 @@ pub struct Grants {
     /// The switch that ends this subject's streams when it is revoked, set by the
     /// [`Auth`](crate::auth::Auth) that made the grants.
     revocation: Option<Shutdown>,
+    /// Set when an [`SseLayer`](crate::SseLayer) binds the request's streams to the grants,
+    /// so that the auth layer can tell when none did.
+    bound: Option<Arc<AtomicBool>>,
+    /// Made by redeeming a stream ticket: they mint no other ticket.
+    from_ticket: bool,
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -231,6 +239,37 @@ impl Grants {
         self
     }
 
+    /// These grants, as a ticket's redemption makes them.
+    pub(crate) fn redeemed(mut self) -> Grants {
+        self.from_ticket = true;
+        self
+    }
+
+    /// Whether these grants came from a ticket.
+    pub(crate) fn came_from_ticket(&self) -> bool {
+        self.from_ticket
+    }
+
+    /// These grants, with a flag that tells whether a layer bound streams to them.
+    pub(crate) fn with_binding_flag(mut self) -> Grants {
+        self.bound = Some(Arc::default());
+        self
+    }
+
+    /// A layer bound the request's streams to these grants (their expiry, their revocation).
+    pub(crate) fn mark_bound(&self) {
+        if let Some(bound) = &self.bound {
+            bound.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a layer bound streams to these grants; `true` when nothing asked.
+    pub(crate) fn is_bound(&self) -> bool {
+        self.bound
+            .as_ref()
+            .is_none_or(|bound| bound.load(Ordering::Relaxed))
+    }
+
     fn inner_mut(&mut self) -> &mut Inner {
         Arc::make_mut(&mut self.inner)
     }
@@ -293,6 +332,8 @@ impl Grants {
         Some(Grants {
             inner: Arc::new(inner),
             revocation: None,
+            bound: None,
+            from_ticket: false,
         })
     }
 }

@@ -293,7 +293,7 @@ async fn revocation_ends_the_stream_and_refuses_the_reconnect() {
 
     let revocation = auth.revoke("alice");
     assert_eq!(revocation.ended_here(), 2);
-    revocation.await.unwrap();
+    revocation.shared().await.unwrap();
     for client in [&mut stream, &mut team] {
         let (raw, messages) = client.read_to_end().await;
         assert_eq!(messages.len(), 1);
@@ -315,6 +315,46 @@ async fn revocation_ends_the_stream_and_refuses_the_reconnect() {
         (stats.revocations, stats.streams_revoked, stats.revoked),
         (1, 2, 1)
     );
+}
+
+/// Without an `SseLayer`, nothing can end a stream at its expiry or on revocation: the server
+/// is told, and a refusal is still answered.
+#[tokio::test(flavor = "current_thread")]
+async fn an_auth_layer_without_an_sse_layer_says_what_cannot_apply() {
+    use tower::{ServiceBuilder, ServiceExt};
+    let hub = Hub::new();
+    let auth = memory_auth();
+    let service =
+        ServiceBuilder::new()
+            .layer(auth.layer())
+            .service_fn(move |req: http::Request<()>| {
+                let grants = req
+                    .extensions()
+                    .get::<Grants>()
+                    .cloned()
+                    .unwrap_or_default();
+                let subscription = hub.topic("user:alice").subscribe(None).granted(&grants);
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        SseBody::new(subscription.unwrap()).into_http_response(),
+                    )
+                }
+            });
+    let request = |cookie: Option<&str>| {
+        let mut req = http::Request::get("/").header("accept", "text/event-stream");
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        req.body(()).unwrap()
+    };
+    let (response, logs) =
+        common::logs_of(service.clone().oneshot(request(Some("session=alice")))).await;
+    assert_eq!(response.unwrap().status(), 200);
+    assert!(logs.contains("without an SseLayer"), "{logs}");
+    let (response, logs) = common::logs_of(service.oneshot(request(None))).await;
+    assert_eq!(response.unwrap().status(), 401);
+    assert!(!logs.contains("without an SseLayer"), "{logs}");
+    assert!(logs.contains("no valid credential"), "{logs}");
 }
 
 #[cfg(feature = "redis")]
@@ -344,7 +384,7 @@ mod two_nodes {
         assert!(
             common::eventually(Duration::from_secs(10), || hub_b.stats().subscribers >= 2).await
         );
-        auth_a.revoke("alice").await.unwrap();
+        auth_a.revoke("alice").shared().await.unwrap();
         let (_, messages) = on_b.read_to_end().await;
         assert_eq!(messages.last().unwrap().event, REVOKED);
         assert_eq!(

@@ -1077,6 +1077,9 @@ async fn refusals_over_http2_are_empty_and_tickets_work_once() {
 // Different failures look the same
 // =============================================================================================
 
+/// A request refused in one way: its name, its path, its headers.
+type Case = (&'static str, String, Vec<(&'static str, String)>);
+
 /// "Answered with an empty body and no detail: the reason is for the server's logs and
 /// counters, never the client": every 401 looks the same, every 403 looks the same; and
 /// "Every refusal is counted ([`AuthStats`])".
@@ -1115,7 +1118,7 @@ async fn every_refusal_of_a_kind_looks_the_same_and_is_counted_by_its_reason() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let bearer_unknown = format!("Bearer {}", unique("tok"));
 
-    let unauthorized: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+    let unauthorized: Vec<Case> = vec![
         ("no credential", "/events/user:alice".into(), vec![]),
         (
             "unknown session",
@@ -1176,7 +1179,7 @@ async fn every_refusal_of_a_kind_looks_the_same_and_is_counted_by_its_reason() {
             first.0
         );
     }
-    let forbidden: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+    let forbidden: Vec<Case> = vec![
         (
             "the authorizer forbids",
             "/events/user:mallory".into(),
@@ -1524,7 +1527,7 @@ async fn revocation_in_order(order: Order) {
     let mut bystander = RawClient::get(node.addr, "/events/team", &[("cookie", &bob)]).await;
     let revocation = node.auth.revoke("alice");
     assert_eq!(revocation.ended_here(), 4);
-    revocation.await.unwrap();
+    revocation.shared().await.unwrap();
     for (i, c) in mine.iter_mut().enumerate() {
         assert_revoked_end(c, &format!("alice's stream {i}")).await;
     }
@@ -1618,7 +1621,7 @@ async fn revoking_a_subject_with_no_streams_refuses_its_first_connect() {
     let node = memory_node(Order::AuthInside).await;
     let revocation = node.auth.revoke("carol");
     assert_eq!(revocation.ended_here(), 0);
-    revocation.await.unwrap();
+    revocation.shared().await.unwrap();
     let carol = node.sessions.cookie("carol");
     assert_refused(
         &ask(node.addr, "/events/user:carol", &[("cookie", &carol)]).await,
@@ -2346,7 +2349,7 @@ mod on_redis {
         let started = Instant::now();
         let revocation = a.auth.revoke("alice");
         assert_eq!(revocation.ended_here(), 0);
-        revocation.await.unwrap();
+        revocation.shared().await.unwrap();
         for (i, c) in on_b.iter_mut().enumerate() {
             assert_revoked_end(c, &format!("alice's stream {i} on B")).await;
         }
@@ -2373,7 +2376,7 @@ mod on_redis {
         let redis = RedisServer::start().await;
         let sessions = Sessions::default();
         let a = node_on(redis.client(), sessions.clone()).await;
-        a.auth.revoke("alice").await.unwrap();
+        a.auth.revoke("alice").shared().await.unwrap();
         let c = node_on(redis.client(), sessions.clone()).await;
         assert!(
             common::eventually(PATIENCE, || c.auth.stats().revocations == 1).await,
@@ -2402,7 +2405,7 @@ mod on_redis {
         let redis = RedisServer::start().await;
         let sessions = Sessions::default();
         let a = node_on(redis.client(), sessions.clone()).await;
-        a.auth.revoke("alice").await.unwrap();
+        a.auth.revoke("alice").shared().await.unwrap();
         let alice = sessions.cookie("alice");
         let proxy = LaggingProxy::start(redis.port(), Duration::from_secs(1)).await;
         let c = node_on(proxy.client(), sessions.clone()).await;

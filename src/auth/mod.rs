@@ -4,9 +4,10 @@
 //! # How a request is let in
 //!
 //! 1. A stream ticket (`?ticket=<value>`, when the [`Auth`] has [`Tickets`]) is redeemed:
-//!    spent at once, and taken only from the `Origin` that minted it. Its grants are the
-//!    request's; the parameter is removed from the URI before the handler sees it. A ticket
-//!    that is malformed, unknown, spent, expired or from another origin is refused with `401`.
+//!    spent at once, and taken only from the `Origin` that minted it, only by a `GET` (or
+//!    `HEAD`). Its grants are the request's; every `ticket` parameter is removed from the URI
+//!    before the handler sees it. A ticket that is malformed, unknown, spent, expired or from
+//!    another origin, or that comes with another method, is refused with `401`.
 //! 2. Otherwise the app's [`Authorize`]r makes the grants from what the request carries (a
 //!    same-origin cookie, which every `EventSource` reconnect sends without app code; a cookie
 //!    sent cross-origin with `withCredentials`; a bearer header from a non-browser client).
@@ -150,17 +151,15 @@ use crate::{
     hub::{Hub, Publish, PublishError, Subscription},
 };
 use authorize::Erased;
-use http::{request::Parts, HeaderMap, StatusCode};
+use http::{request::Parts, HeaderMap, Method, StatusCode};
 use revoke::Revocations;
 use std::{
     fmt,
-    future::Future,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Weak,
     },
-    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 use ticket::Spoilt;
@@ -184,8 +183,15 @@ struct Inner {
     revocations: Revocations,
     /// The hub revocations are shared through, if any.
     hub: Option<Hub>,
+    /// Whether the revocations the hub's history holds were read: until then (a round trip to
+    /// the broker after the start) requests wait, so that none slips through.
+    ready: tokio::sync::watch::Sender<bool>,
     counters: Counters,
 }
+
+/// How long a request waits for a starting node to read the revocations before it is refused
+/// with `503`.
+const READY_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Counters {
@@ -277,7 +283,9 @@ impl AuthBuilder {
     /// revocation on one ends the subject's streams on all, and each remembers it. They
     /// cross as events of the hub topic `tower-sse:revocations`, which no grant matches; a
     /// node that starts reads the ones still in that topic's history (size the hub's
-    /// history for it). Build inside a Tokio runtime.
+    /// history for it), and holds requests until it has (a round trip to the broker); one that
+    /// cannot read them within 10 s refuses stream requests with `503`, and mints no ticket.
+    /// Build inside a Tokio runtime.
     pub fn share_through(mut self, hub: &Hub) -> Self {
         self.hub = Some(hub.clone());
         self
@@ -292,6 +300,7 @@ impl AuthBuilder {
                 ticket_param: self.ticket_param.into_boxed_str(),
                 revocations: Revocations::new(self.remember),
                 hub: self.hub.clone(),
+                ready: tokio::sync::watch::Sender::new(self.hub.is_none()),
                 counters: Counters::default(),
             }),
         };
@@ -317,13 +326,17 @@ pub(crate) enum Refusal {
     Expired,
     Revoked,
     Ticket(Spoilt),
+    /// A starting node has not read the shared revocations yet.
+    NotReady,
 }
 
 impl Refusal {
     fn status(&self) -> StatusCode {
         match self {
             Refusal::Denied(denied) => denied.status(),
-            Refusal::Ticket(Spoilt::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Ticket(Spoilt::Unavailable(_)) | Refusal::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::Expired | Refusal::Revoked | Refusal::Ticket(_) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -335,6 +348,7 @@ impl Refusal {
             Refusal::Expired => "the grants have expired",
             Refusal::Revoked => "the subject is revoked",
             Refusal::Ticket(spoilt) => spoilt.reason(),
+            Refusal::NotReady => "the shared revocations are not read yet",
         }
     }
 }
@@ -365,7 +379,8 @@ impl Auth {
     /// # Errors
     ///
     /// [`TicketError::NoTickets`] without a store; [`TicketError::Refused`] for grants that
-    /// have expired or whose subject is revoked; [`Full`](TicketError::Full),
+    /// have expired, whose subject is revoked, or that came from a ticket (a ticket never
+    /// mints its successor: the page mints with its own credential); [`Full`](TicketError::Full),
     /// [`Random`](TicketError::Random), [`Unavailable`](TicketError::Unavailable) when the
     /// store cannot make one.
     ///
@@ -391,7 +406,15 @@ impl Auth {
         headers: &HeaderMap,
     ) -> Result<Ticket, TicketError> {
         let tickets = self.inner.tickets.as_ref().ok_or(TicketError::NoTickets)?;
-        if grants.is_expired() || self.inner.revocations.admit(grants.clone()).is_none() {
+        if !self.ready().await {
+            return Err(TicketError::Unavailable(
+                "the shared revocations are not read yet".into(),
+            ));
+        }
+        if grants.is_expired()
+            || grants.came_from_ticket()
+            || self.inner.revocations.admit(grants.clone()).is_none()
+        {
             return Err(TicketError::Refused);
         }
         let ticket = tickets.mint(grants, headers).await?;
@@ -407,8 +430,8 @@ impl Auth {
     /// [`share_through`](AuthBuilder::share_through) every other node does the same as soon
     /// as the hub's broker delivers it (a few milliseconds on Redis).
     ///
-    /// The local part is done when this returns; await the [`Revocation`] to know the other
-    /// nodes were told (it runs whether awaited or not).
+    /// The local part is done when this returns; [`Revocation::shared`] waits until the other
+    /// nodes were told (which happens whether it is awaited or not).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -447,10 +470,12 @@ impl Auth {
     /// # }
     /// ```
     pub fn revoke(&self, subject: &str) -> Revocation {
-        // In whole milliseconds, as it crosses the hub: its echo is then recognised.
-        let ms = SystemTime::now()
+        // In whole milliseconds, as it crosses the hub, so that its echo is recognised; rounded
+        // up, so that a credential issued earlier in the same millisecond is revoked too.
+        let since = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+            .unwrap_or_default();
+        let ms = since.as_nanos().div_ceil(1_000_000);
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64);
         let ended = self.inner.apply(subject, at);
         let shared = self.inner.hub.as_ref().map(|hub| {
@@ -491,11 +516,14 @@ impl Auth {
         let name = &*self.inner.ticket_param;
         let mut value = None;
         let mut rest = Vec::new();
+        // Every ticket parameter leaves the query (the first one counts), so that none reaches
+        // the handler, or a log of it.
         for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some((key, v)) if key == name && value.is_none() => value = Some(v.to_owned()),
-                _ if pair == name && value.is_none() => value = Some(String::new()),
-                _ => rest.push(pair),
+            let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+            if key != name {
+                rest.push(pair);
+            } else if value.is_none() {
+                value = Some(pair.get(key.len() + 1..).unwrap_or_default().to_owned());
             }
         }
         Some((value?, rest.join("&")))
@@ -509,6 +537,10 @@ impl Auth {
         ticket: Option<String>,
     ) -> Result<Grants, Refusal> {
         let grants = match (ticket, &self.inner.tickets) {
+            // A ticket opens a stream, nothing else: it cannot reach an endpoint that mints.
+            (Some(_), Some(_)) if !matches!(parts.method, Method::GET | Method::HEAD) => {
+                return Err(Refusal::Ticket(Spoilt::NotAStream));
+            }
             (Some(ticket), Some(tickets)) => {
                 let grants = tickets
                     .redeem(&ticket, &parts.headers)
@@ -527,7 +559,20 @@ impl Auth {
         if grants.is_expired() {
             return Err(Refusal::Expired);
         }
+        if !self.ready().await {
+            return Err(Refusal::NotReady);
+        }
         self.inner.revocations.admit(grants).ok_or(Refusal::Revoked)
+    }
+
+    /// Waits (up to [`READY_WAIT`]) until the shared revocations were read; `false` if not.
+    async fn ready(&self) -> bool {
+        if *self.inner.ready.borrow() {
+            return true;
+        }
+        let mut ready = self.inner.ready.subscribe();
+        let waited = tokio::time::timeout(READY_WAIT, ready.wait_for(|ready| *ready)).await;
+        matches!(waited, Ok(Ok(_)))
     }
 
     /// Counts and logs the outcome of a request; `true` when a refusal is to be answered.
@@ -544,7 +589,7 @@ impl Auth {
             Refusal::Expired => self.count(&c.expired),
             Refusal::Revoked => self.count(&c.revoked),
             Refusal::Ticket(_) => self.count(&c.bad_tickets),
-            Refusal::Denied(_) => {}
+            Refusal::Denied(_) | Refusal::NotReady => {}
         }
         // A ticket was meant for a stream whatever the request's `Accept` says.
         let answered = stream || matches!(refusal, Refusal::Ticket(_));
@@ -566,6 +611,10 @@ impl Auth {
                 reason = refusal.reason(),
                 error = %why,
                 "SSE stream refused: the ticket could not be checked"
+            ),
+            Refusal::NotReady => tracing::warn!(
+                waited = ?READY_WAIT,
+                "SSE stream refused: the revocations shared through the hub could not be read"
             ),
             _ => tracing::info!(
                 reason = refusal.reason(),
@@ -612,10 +661,10 @@ impl fmt::Debug for Auth {
     }
 }
 
-/// A revocation: done on this node when [`Auth::revoke`] returns; await it for the other
-/// nodes being told (through the hub's broker). It runs whether awaited or not.
+/// A revocation: done on this node when [`Auth::revoke`] returns. With
+/// [`share_through`](AuthBuilder::share_through) the other nodes are told on a task of its
+/// own, whether or not [`shared`](Revocation::shared) is awaited (a failure is logged).
 #[derive(Debug)]
-#[must_use = "the revocation is done; await it only to know the other nodes were told"]
 pub struct Revocation {
     ended: usize,
     shared: Option<Publish>,
@@ -626,19 +675,17 @@ impl Revocation {
     pub fn ended_here(&self) -> usize {
         self.ended
     }
-}
 
-impl Future for Revocation {
-    type Output = Result<(), PublishError>;
-
+    /// Waits until the other nodes were told (through the hub's broker); at once without
+    /// sharing.
+    ///
     /// # Errors
     ///
     /// The broker's [`PublishError`] when the other nodes could not be told.
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        match &mut this.shared {
-            None => Poll::Ready(Ok(())),
-            Some(publish) => Pin::new(publish).poll(cx).map(|r| r.map(drop)),
+    pub async fn shared(self) -> Result<(), PublishError> {
+        match self.shared {
+            None => Ok(()),
+            Some(publish) => publish.await.map(drop),
         }
     }
 }
@@ -655,7 +702,18 @@ fn revocations_of(hub: &Hub) -> Subscription {
 async fn follow(hub: Hub, mut subscription: Subscription, auth: Weak<Inner>) {
     use futures_core::Stream;
     loop {
-        let next = std::future::poll_fn(|cx| Pin::new(&mut subscription).poll_next(cx)).await;
+        let next = std::future::poll_fn(|cx| {
+            let next = Pin::new(&mut subscription).poll_next(cx);
+            if next.is_pending() && subscription.is_caught_up() {
+                // Everything the history held is applied: requests may be let in.
+                if let Some(auth) = auth.upgrade() {
+                    auth.ready
+                        .send_if_modified(|ready| !std::mem::replace(ready, true));
+                }
+            }
+            next
+        })
+        .await;
         let Some(auth) = auth.upgrade() else { return };
         match next {
             Some(event) => {

@@ -71,11 +71,12 @@ impl Revocations {
 
     /// Revokes `subject` as of `at`: remembers it (for [`remember`](Revocations::remember)
     /// from `at`), and ends its open streams whose credential was issued at or before `at`
-    /// (or has no issue time) with a final [`REVOKED`] event. Returns how many streams it
-    /// ended; `None` for a revocation already forgotten or already applied.
+    /// (or has no issue time) with a final [`REVOKED`] event, even one remembered for no time.
+    /// Returns how many streams it ended; `None` for a revocation already applied.
     pub(crate) fn revoke(&self, subject: &str, at: SystemTime) -> Option<usize> {
-        let now = SystemTime::now();
-        let left = (at + self.remember).duration_since(now).ok()?;
+        let left = (at + self.remember)
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
         let until = Instant::now() + crate::delay::saturate(left);
         let mut state = lock(&self.state);
         match state.revoked.get_mut(subject) {
@@ -83,9 +84,11 @@ impl Revocations {
             Some(record) if record.0 == at => return None,
             Some(record) if record.0 > at => {}
             Some(record) => *record = (at, until),
-            None => {
+            // Remembered only while it is to be; the open streams end in any case.
+            None if left > Duration::ZERO => {
                 state.revoked.insert(subject.into(), (at, until));
             }
+            None => {}
         }
         if state.revoked.len() % 1024 == 0 {
             let now = Instant::now();
@@ -191,10 +194,15 @@ mod tests {
         assert!(revocations.admit(Grants::new()).is_some(), "no subject");
 
         let old = Revocations::new(HOUR);
-        assert_eq!(old.revoke("carol", now - 2 * HOUR), None);
+        let carol = old.admit(Grants::new().subject("carol")).unwrap();
+        assert_eq!(old.revoke("carol", now - 2 * HOUR), Some(0));
+        assert!(
+            carol.revocation().unwrap().is_triggered(),
+            "its streams end"
+        );
         assert!(
             old.admit(Grants::new().subject("carol")).is_some(),
-            "forgotten"
+            "but it is not remembered"
         );
     }
 

@@ -1,7 +1,11 @@
 //! [`AuthService`]: the service made by [`AuthLayer`](super::AuthLayer), and its future.
 
 use super::{body::AuthBody, Auth};
-use crate::{context::SseContext, grants::Grants, headers::asks_for_event_stream};
+use crate::{
+    context::SseContext,
+    grants::Grants,
+    headers::{asks_for_event_stream, is_event_stream},
+};
 use http::{uri::PathAndQuery, Request, Response, Uri};
 use std::{
     fmt,
@@ -70,11 +74,14 @@ where
                 let stream = asks_for_event_stream(&parts.headers);
                 let outcome = auth.authenticate(&parts, ticket).await;
                 let answer = auth.note(&outcome, stream);
+                let mut granted = None;
                 match outcome {
                     Ok(grants) => {
+                        let grants = grants.with_binding_flag();
                         if let Some(context) = parts.extensions.get::<SseContext>() {
                             context.bind(&grants);
                         }
+                        granted = Some(grants.clone());
                         parts.extensions.insert(grants);
                     }
                     Err(refusal) => {
@@ -85,6 +92,13 @@ where
                     }
                 }
                 let response = inner.call(Request::from_parts(parts, body)).await?;
+                if granted.is_some_and(|g| !g.is_bound()) && is_event_stream(response.headers()) {
+                    tracing::warn!(
+                        "an event stream was authorized without an SseLayer around or inside \
+                         the AuthLayer: it will not end at its grants' expiry nor on its \
+                         subject's revocation; add SseLayer beside Auth::layer()"
+                    );
+                }
                 Ok(response.map(AuthBody::inner))
             }),
         }

@@ -149,7 +149,7 @@ impl Tickets {
         if record.origin != origin_of(headers) {
             return Err(Spoilt::WrongOrigin);
         }
-        Ok(record.grants)
+        Ok(record.grants.redeemed())
     }
 }
 
@@ -224,6 +224,8 @@ pub(crate) enum Spoilt {
     Unknown,
     /// Redeemed from another `Origin` than the one that minted it.
     WrongOrigin,
+    /// Sent with a method other than `GET` or `HEAD`: a ticket opens a stream, nothing else.
+    NotAStream,
     /// The shared store cannot be reached.
     Unavailable(String),
 }
@@ -234,6 +236,7 @@ impl Spoilt {
             Spoilt::Malformed => "malformed ticket",
             Spoilt::Unknown => "unknown, spent or expired ticket",
             Spoilt::WrongOrigin => "ticket redeemed from another origin",
+            Spoilt::NotAStream => "ticket sent with a method that opens no stream",
             Spoilt::Unavailable(_) => "ticket store unavailable",
         }
     }
@@ -242,17 +245,18 @@ impl Spoilt {
 /// What the store keeps for a ticket.
 pub(crate) struct Record {
     pub(crate) secret: [u8; SECRET_LEN],
-    pub(crate) origin: Option<Box<str>>,
+    /// The minting request's `Origin`, as its bytes (compared as they are, never decoded).
+    pub(crate) origin: Option<Box<[u8]>>,
     pub(crate) grants: Grants,
 }
 
 impl Record {
     /// The record as text, for a shared store: the secret in hex, the origin (`-` for none,
-    /// `+<origin>` else; a header value holds no line break), the grants.
+    /// `+<origin in hex>` else), the grants.
     #[cfg(feature = "redis")]
     pub(crate) fn encode(&self) -> String {
         let origin = match &self.origin {
-            Some(origin) => format!("+{origin}"),
+            Some(origin) => format!("+{}", hex(origin)),
             None => "-".into(),
         };
         format!("{}\n{origin}\n{}", hex(&self.secret), self.grants.encode())
@@ -265,7 +269,7 @@ impl Record {
         let secret = unhex::<SECRET_LEN>(parts.next()?)?;
         let origin = match parts.next()? {
             "-" => None,
-            other => Some(other.strip_prefix('+')?.into()),
+            other => Some(unhex_vec(other.strip_prefix('+')?)?.into()),
         };
         let grants = Grants::decode(parts.next()?)?;
         Some(Record {
@@ -313,10 +317,10 @@ impl Memory {
     }
 }
 
-/// The origin a request carries, as text.
-fn origin_of(headers: &HeaderMap) -> Option<Box<str>> {
+/// The origin a request carries (its first `Origin` header), as its bytes.
+fn origin_of(headers: &HeaderMap) -> Option<Box<[u8]>> {
     let origin = headers.get(http::header::ORIGIN)?;
-    Some(String::from_utf8_lossy(origin.as_bytes()).into())
+    Some(origin.as_bytes().into())
 }
 
 fn random_halves() -> Result<([u8; ID_LEN], [u8; SECRET_LEN]), TicketError> {

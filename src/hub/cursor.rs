@@ -136,6 +136,11 @@ impl Cursor {
         });
     }
 
+    /// Whether its start is settled (it no longer waits for a sync to know where it starts).
+    pub(super) fn is_settled(&self) -> bool {
+        self.pending.is_none()
+    }
+
     /// What this subscriber gets next from `merge`. `closed`: the topic is closed.
     pub(super) fn next(
         &mut self,

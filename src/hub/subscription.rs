@@ -60,6 +60,9 @@ pub struct Subscription {
     /// Who reads, for events with an audience: the grants' subject, or nobody (an anonymous
     /// subscriber receives no event that has an audience).
     viewer: Option<Viewer>,
+    /// It has read everything its topic held, once its start was settled (after the broker's
+    /// history read, on a brokered topic).
+    caught_up: bool,
 }
 
 impl fmt::Debug for Subscription {
@@ -113,6 +116,7 @@ impl Topic {
             unflushed: 0,
             left: false,
             viewer: None,
+            caught_up: false,
         }
     }
 }
@@ -154,6 +158,12 @@ impl Subscription {
         }
         self.viewer = grants.subject_name().map(Viewer::new);
         Ok(self)
+    }
+
+    /// Whether it has read everything its topic held when it started (with a broker: after
+    /// the broker's history read); set by a poll that found nothing more.
+    pub(crate) fn is_caught_up(&self) -> bool {
+        self.caught_up
     }
 
     /// The topic this subscription reads.
@@ -313,14 +323,18 @@ impl Subscription {
                 Poll::Pending
             }
             Step::Wait => {
+                this.caught_up |= this.cursor.is_settled();
                 this.flush_delivered();
                 Poll::Pending
             }
             Step::End => {
                 let final_event = lock(&this.topic.shared.state).closed.clone().flatten();
                 this.leave();
-                // Told to come back after the final event (or after nothing, when none).
-                let last = final_event.unwrap_or_else(Event::empty);
+                // Told to come back after the final event (or after nothing, when none or when
+                // its audience leaves this subscriber out).
+                let last = final_event
+                    .filter(|event| event.admits(this.viewer.as_ref()))
+                    .unwrap_or_else(Event::empty);
                 Poll::Ready(Some(last.ending_stream(Cause::Shutdown)))
             }
         }
