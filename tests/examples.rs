@@ -204,19 +204,87 @@ async fn live_data_pushes_json_over_http1_and_h2_and_shuts_down_cleanly() {
         .unwrap();
 }
 
-async fn start_notifications() -> SocketAddr {
-    let hub = Hub::builder().history(100).build();
+async fn start_notifications_with(
+    config: notifications::Config,
+) -> (SocketAddr, notifications::App) {
+    let app = notifications::App::new(Hub::builder().history(100).build(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(notifications::serve(listener, hub, std::future::pending()));
-    addr
+    tokio::spawn(notifications::serve(
+        listener,
+        app.clone(),
+        std::future::pending(),
+    ));
+    (addr, app)
+}
+
+async fn start_notifications() -> SocketAddr {
+    start_notifications_with(notifications::Config::default())
+        .await
+        .0
+}
+
+/// One request on a fresh connection: the status, the response head and the body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of a header in a response head (the first one).
+fn header_in(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// The `cookie` header that sends the session a notifications answer set.
+fn session_cookie(head: &str) -> String {
+    let set = header_in(head, "set-cookie").expect("a session cookie");
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// Signs in to the notifications example: the `cookie` header of the session.
+async fn sign_in(addr: SocketAddr, user: &str) -> String {
+    let body = format!(r#"{{"user":"{user}"}}"#);
+    let json = [("content-type", "application/json")];
+    let (status, head, _) = request(addr, "POST", "/session", &json, &body).await;
+    assert_eq!(status, 200, "{head}");
+    session_cookie(&head)
 }
 
 #[tokio::test]
 async fn notifications_reach_one_user_or_all_and_resume() {
     let addr = start_notifications().await;
-    let mut alice = RawClient::get(addr, "/users/alice/events", &[]).await;
-    let mut bob = RawClient::get(addr, "/users/bob/events", &[]).await;
+    let (alice_session, bob_session) = (sign_in(addr, "alice").await, sign_in(addr, "bob").await);
+    let alice_cookie = [("cookie", alice_session.as_str())];
+    let mut alice = RawClient::get(addr, "/users/alice/events", &alice_cookie).await;
+    let mut bob = RawClient::get(addr, "/users/bob/events", &[("cookie", &bob_session)]).await;
     assert_eq!(
         alice.header("content-type").as_deref(),
         Some("text/event-stream")
@@ -278,11 +346,143 @@ async fn notifications_reach_one_user_or_all_and_resume() {
     let mut alice = RawClient::get(
         addr,
         "/users/alice/events",
-        &[("last-event-id", &alice_last)],
+        &[("cookie", &alice_session), ("last-event-id", &alice_last)],
     )
     .await;
     let got = alice.events(1).await;
     assert_eq!(json(&got[0])["body"], "while away");
+}
+
+/// The notifications example's sign-in over HTTP: whose stream a session reads, its cookie, a
+/// refresh, signing out (here and everywhere) and tickets for the allowed origin.
+#[tokio::test]
+async fn notifications_sign_in_decides_whose_stream_is_read() {
+    let elsewhere = "http://localhost:9";
+    let (addr, app) = start_notifications_with(notifications::Config {
+        allow_origin: Some(elsewhere.parse().unwrap()),
+        ..notifications::Config::default()
+    })
+    .await;
+    let json = [("content-type", "application/json")];
+    let (status, head, body) =
+        request(addr, "POST", "/session", &json, r#"{"user":"alice"}"#).await;
+    assert_eq!(status, 200, "{head}");
+    let set = header_in(&head, "set-cookie").unwrap();
+    for part in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=3600"] {
+        assert!(set.split("; ").any(|p| p == part), "{part}: {set}");
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["user"], "alice");
+    assert!(
+        answer["expires_in"].as_u64().unwrap() > 3_590_000,
+        "{answer}"
+    );
+    let alice = session_cookie(&head);
+    let as_alice = [("cookie", alice.as_str())];
+    for bad in [r#"{"user":"a b"}"#, r#"{"user":""}"#, "{}"] {
+        assert_eq!(
+            request(addr, "POST", "/session", &json, bad).await.0,
+            400,
+            "{bad}"
+        );
+    }
+
+    // Only her own stream: another user's is 403, none at all without the cookie.
+    let stream = RawClient::get(addr, "/users/alice/events", &as_alice).await;
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    let other = RawClient::get(addr, "/users/bob/events", &as_alice).await;
+    assert_eq!(other.status(), 403);
+    let nobody = RawClient::get(addr, "/users/alice/events", &[]).await;
+    assert_eq!(nobody.status(), 401);
+    assert_eq!(request(addr, "GET", "/session", &[], "").await.0, 401);
+    let (status, _, body) = request(addr, "GET", "/session", &as_alice, "").await;
+    assert_eq!((status, body.contains(r#""user":"alice""#)), (200, true));
+
+    // A refresh issues another cookie; the old one no longer signs in.
+    let (status, head, _) = request(addr, "POST", "/session/refresh", &as_alice, "").await;
+    assert_eq!(status, 200);
+    let refreshed = session_cookie(&head);
+    assert_ne!(refreshed, alice);
+    assert_eq!(request(addr, "GET", "/session", &as_alice, "").await.0, 401);
+    let as_alice = [("cookie", refreshed.as_str())];
+    assert_eq!(request(addr, "GET", "/session", &as_alice, "").await.0, 200);
+
+    // A ticket, minted with the cookie from the allowed origin, opens one stream from there,
+    // and the answers carry CORS headers for it, refusals included.
+    let minting = [("cookie", refreshed.as_str()), ("origin", elsewhere)];
+    assert_eq!(request(addr, "POST", "/tickets", &[], "").await.0, 401);
+    let (status, head, body) = request(addr, "POST", "/tickets", &minting, "").await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        header_in(&head, "access-control-allow-origin").as_deref(),
+        Some(elsewhere)
+    );
+    assert_eq!(
+        header_in(&head, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ticket["user"], "alice");
+    let path = format!(
+        "/users/alice/events?ticket={}",
+        ticket["ticket"].as_str().unwrap()
+    );
+    let from_there = [("origin", elsewhere)];
+    let stream = RawClient::get(addr, &path, &from_there).await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.header("access-control-allow-origin").as_deref(),
+        Some(elsewhere)
+    );
+    let spent = RawClient::get(addr, &path, &from_there).await;
+    assert_eq!(spent.status(), 401);
+    assert_eq!(
+        spent.header("access-control-allow-origin").as_deref(),
+        Some(elsewhere)
+    );
+    let foreign = RawClient::get(
+        addr,
+        "/users/alice/events",
+        &[("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+    drop(stream);
+    let streams = || app.hub().get("user:alice").map_or(0, |t| t.subscribers());
+    assert!(eventually(Duration::from_secs(10), || streams() == 0).await);
+
+    // Signing out everywhere ends every stream of hers with `revoked`, and every session.
+    let other_session = sign_in(addr, "alice").await;
+    let mut here = RawClient::get(addr, "/users/alice/events", &as_alice).await;
+    let mut there =
+        RawClient::get(addr, "/users/alice/events", &[("cookie", &other_session)]).await;
+    assert_eq!((here.status(), there.status()), (200, 200));
+    let (status, _, body) = request(addr, "POST", "/session/revoke-all", &as_alice, "").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"ended":2}"#));
+    for stream in [&mut here, &mut there] {
+        let (_, messages) = stream.read_to_end().await;
+        assert_eq!(messages.last().unwrap().event, "revoked");
+    }
+    for cookie in [refreshed.as_str(), other_session.as_str()] {
+        let again = RawClient::get(addr, "/users/alice/events", &[("cookie", cookie)]).await;
+        assert_eq!(again.status(), 401);
+    }
+    // A new sign-in is let through; signing out ends that session.
+    let new = sign_in(addr, "alice").await;
+    let stream = RawClient::get(addr, "/users/alice/events", &[("cookie", &new)]).await;
+    assert_eq!(stream.status(), 200);
+    let (status, head, _) = request(addr, "DELETE", "/session", &[("cookie", &new)], "").await;
+    assert_eq!(status, 204);
+    assert!(header_in(&head, "set-cookie")
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(
+        request(addr, "GET", "/session", &[("cookie", &new)], "")
+            .await
+            .0,
+        401
+    );
 }
 
 /// A broker that is down: every publish fails at once (a chat on a Redis that went away).

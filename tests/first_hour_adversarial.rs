@@ -895,14 +895,41 @@ fn percent_encode(text: &str) -> String {
 
 async fn start_notifications() -> (SocketAddr, Hub) {
     let hub = Hub::builder().history(100).build();
+    let app = notifications::App::new(hub.clone(), notifications::Config::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(notifications::serve(
-        listener,
-        hub.clone(),
-        std::future::pending(),
-    ));
+    tokio::spawn(notifications::serve(listener, app, std::future::pending()));
     (addr, hub)
+}
+
+/// Signs in to the notifications example as `user`: the `cookie` header of the session (a
+/// stream is the signed-in user's own).
+async fn sign_in(addr: SocketAddr, user: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({ "user": user }).to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /session HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let cookie = text
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no session for {user:?}: {text}"));
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The stream of `user`, signed in as them, at `path`.
+async fn user_events(addr: SocketAddr, user: &str, path: &str) -> Events {
+    let cookie = sign_in(addr, user).await;
+    Events::get(addr, path, &[("cookie", &cookie)]).await
 }
 
 async fn notify(addr: SocketAddr, user: &str, title: &str) -> (u16, String) {
@@ -931,7 +958,7 @@ async fn notifications_never_online_then_reopened_exactly() {
         let id: serde_json::Value = serde_json::from_str(&body).unwrap();
         ids.push(id["id"].as_str().unwrap().to_owned());
     }
-    let mut first = Events::get(addr, "/users/dora/events", &[]).await;
+    let mut first = user_events(addr, "dora", "/users/dora/events").await;
     let got = first.take(20).await;
     let expected: Vec<String> = (6..=25).map(|i| format!("n{i}")).collect();
     assert_eq!(titles(&got), expected);
@@ -949,7 +976,7 @@ async fn notifications_never_online_then_reopened_exactly() {
         "/users/dora/events?lastEventId={}",
         percent_encode(&ids[21])
     );
-    let mut again = Events::get(addr, &path, &[]).await;
+    let mut again = user_events(addr, "dora", &path).await;
     let got = again.take(6).await;
     assert_eq!(titles(&got), ["n23", "n24", "n25", "n26", "n27", "n28"]);
     notify(addr, "dora", "n29").await;
@@ -975,7 +1002,7 @@ async fn notifications_offline_for_more_than_the_history_gets_up_to_100() {
         notify(addr, "ed", &format!("n{i}")).await;
     }
     let path = format!("/users/ed/events?lastEventId={}", percent_encode(&seen));
-    let mut page = Events::get(addr, &path, &[]).await;
+    let mut page = user_events(addr, "ed", &path).await;
     // A sentinel after the replay, so the read is bounded whatever is replayed.
     notify(addr, "ed", "sentinel").await;
     let mut got = Vec::new();
@@ -996,15 +1023,16 @@ async fn notifications_offline_for_more_than_the_history_gets_up_to_100() {
     assert_eq!(titles(&got), expected, "events: {events:?}");
 }
 
-/// notifications: user ids are 1 to 64 of `[A-Za-z0-9_-]`; anything else is `400` on both the
-/// stream and the notify route, and creates no topic.
+/// notifications: user ids are 1 to 64 of `[A-Za-z0-9_-]`; anything else is `400` on the
+/// stream (for a signed-in user), the notify and the sign-in routes, and creates no topic.
 #[tokio::test]
 async fn notifications_odd_user_ids() {
     let (addr, hub) = start_notifications().await;
+    let someone = sign_in(addr, "someone").await;
     let max = "a".repeat(64);
     for ok in [max.as_str(), "-", "_", "A-b_9"] {
         assert_eq!(notify(addr, ok, "x").await.0, 202, "{ok}");
-        let mut client = Events::get(addr, &format!("/users/{ok}/events"), &[]).await;
+        let mut client = user_events(addr, ok, &format!("/users/{ok}/events")).await;
         assert_eq!(titles(&client.take(1).await), ["x"], "{ok}");
     }
     let over = "a".repeat(65);
@@ -1019,7 +1047,16 @@ async fn notifications_odd_user_ids() {
         "a+b",
     ] {
         assert_eq!(notify(addr, bad, "x").await.0, 400, "notify {bad}");
-        let client = RawClient::get(addr, &format!("/users/{bad}/events"), &[]).await;
+        // As JSON text: the id decoded, as a person would type it.
+        let decoded = percent_encoding::percent_decode_str(bad).decode_utf8_lossy();
+        let form = serde_json::json!({ "user": decoded }).to_string();
+        assert_eq!(
+            post_json(addr, "/session", &form).await.0,
+            400,
+            "sign in {bad}"
+        );
+        let path = format!("/users/{bad}/events");
+        let client = RawClient::get(addr, &path, &[("cookie", &someone)]).await;
         assert!(
             [400, 404].contains(&client.status()),
             "events {bad}: {}",
@@ -1045,10 +1082,10 @@ async fn notifications_notify_all_counts() {
     let (status, body) = post_json(addr, "/notify", r#"{"title":"nobody","body":"b"}"#).await;
     assert_eq!((status, body.as_str()), (202, r#"{"users":0}"#));
 
-    let mut ann = Events::get(addr, "/users/ann/events", &[]).await;
-    let mut ben = Events::get(addr, "/users/ben/events", &[]).await;
+    let mut ann = user_events(addr, "ann", "/users/ann/events").await;
+    let mut ben = user_events(addr, "ben", "/users/ben/events").await;
     notify(addr, "cat", "pending").await;
-    let passer = Events::get(addr, "/users/passer/events", &[]).await;
+    let passer = user_events(addr, "passer", "/users/passer/events").await;
     assert!(
         eventually(Duration::from_secs(30), || hub
             .get("user:passer")
@@ -1073,7 +1110,7 @@ async fn notifications_notify_all_counts() {
     assert_eq!((status, body.as_str()), (202, r#"{"users":3}"#));
     assert_eq!(titles(&ann.take(1).await), ["all"]);
     assert_eq!(titles(&ben.take(1).await), ["all"]);
-    let mut cat = Events::get(addr, "/users/cat/events", &[]).await;
+    let mut cat = user_events(addr, "cat", "/users/cat/events").await;
     assert_eq!(titles(&cat.take(2).await), ["pending", "all"]);
     // Bad bodies are refused.
     assert_eq!(post_json(addr, "/notify", r#"{"title":1}"#).await.0, 400);
@@ -1082,9 +1119,9 @@ async fn notifications_notify_all_counts() {
 
 /// notifications page: "the page keeps the notifications it showed and the id of the last one in
 /// `localStorage`, and opens its stream with `?lastEventId=` so it continues exactly after it".
-/// A person watching alice types "bob" in the box (not yet pressing watch) while a notification
-/// for alice arrives, then presses watch: bob's page must show bob's notifications only, all of
-/// them, and none of alice's.
+/// A person signed in as alice types "bob" in the box (not yet pressing sign in) while a
+/// notification for alice arrives, then signs in as bob: bob's page must show bob's
+/// notifications only, all of them, and none of alice's.
 // Was broken (fixed since): the page filed each notification under the id *in the box* when it arrives (`key()`
 // reads the input), so alice's notification is stored and shown as bob's, and bob's stream is
 // resumed from alice's id (same hub epoch, offset 1): bob's page shows
@@ -1132,6 +1169,7 @@ fn tool_dependent_tests_are_ignored() {
         "examples.rs",
         "readme.rs",
         "first_hour_adversarial.rs",
+        "auth_browser.rs",
     ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let lines: Vec<&str> = text.lines().collect();

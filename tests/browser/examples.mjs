@@ -93,8 +93,9 @@ try {
   await late.close();
   await host.close();
 
-  // Notifications: carol was never online; what was sent to her is there when she opens the
-  // page. She closes it, one more arrives, she opens it again: exactly the three, once each.
+  // Notifications: carol was never online; what was sent to her is there when she signs in.
+  // She closes the page, one more arrives, she opens it again (signed in still, and signing in
+  // once more): exactly the three, once each.
   for (const title of ["one", "two"]) {
     if ((await post(`${notifyBase}/users/carol/notify`, { title, body: "b" })) !== 202) {
       throw new Error("notify failed");
@@ -106,8 +107,12 @@ try {
     const p = await context.newPage();
     await p.goto(`${notifyBase}/`);
     await p.fill("#user", "carol");
-    await p.click("#watch");
-    await p.waitForFunction(() => document.getElementById("status").textContent === "connected");
+    await p.click("#signin");
+    await p.waitForFunction(
+      () =>
+        document.getElementById("who").textContent === "carol" &&
+        document.getElementById("status").textContent === "connected",
+    );
     return p;
   };
   let carol = await watchCarol();

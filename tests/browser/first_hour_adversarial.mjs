@@ -24,16 +24,22 @@ try {
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(`${notifyBase}/`);
+  await page.fill("#user", "alice");
+  await page.click("#signin");
   await page.waitForFunction(() => document.getElementById("status").textContent === "connected");
   // Bob is offline with two pending notifications.
   await notify("bob", "for bob 1");
   await notify("bob", "for bob 2");
-  // The person types "bob" in the box; before pressing watch, one for alice arrives.
+  // The person types "bob" in the box; before signing in as bob, one for alice arrives.
   await page.fill("#user", "bob");
   await notify("alice", "for alice");
   await page.waitForFunction(() => document.getElementById("list").textContent.includes("for alice"));
-  await page.click("#watch");
-  await page.waitForFunction(() => document.getElementById("status").textContent.startsWith("connected"));
+  await page.click("#signin");
+  await page.waitForFunction(
+    () =>
+      document.getElementById("who").textContent === "bob" &&
+      document.getElementById("status").textContent.startsWith("connected"),
+  );
   // A live one after the switch: once it shows, whatever was replayed has shown too.
   await notify("bob", "for bob 3");
   await page.waitForFunction(() => document.getElementById("list").textContent.includes("for bob 3"));
