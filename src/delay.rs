@@ -22,6 +22,7 @@ pub(crate) fn millis(delay: Duration) -> u64 {
 
 /// A delay drawn at random between `base` and twice `base`, so that clients told to come back
 /// later do not all come back at once.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn jittered(base: Duration) -> Duration {
     let base = saturate(base);
     saturate(between(base, base.saturating_mul(2)))

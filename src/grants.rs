@@ -276,6 +276,7 @@ impl Grants {
 
     /// The grants as text, for a ticket kept in a shared store: netstrings (`<length>:<bytes>`)
     /// of the subject, the times in milliseconds, and the rules.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         let mut put = |tag: &str, value: &str| {
@@ -308,6 +309,7 @@ impl Grants {
     }
 
     /// Grants read back from [`encode`](Grants::encode); `None` for anything else.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn decode(mut text: &str) -> Option<Grants> {
         let mut inner = Inner::default();
         let time = |v: &str| -> Option<SystemTime> {

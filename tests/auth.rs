@@ -228,10 +228,24 @@ async fn a_ticket_opens_one_stream_once_from_its_origin() {
         403,
         "a ticket for another topic"
     );
+    // A page on the server's own origin: its `EventSource` sends no `Origin`, but its browser
+    // says it is same-origin, to the same host.
+    let own = format!("http://{addr}");
+    let same = ticket_for(addr, "user:alice", "alice", Some(&own)).await;
+    let path = format!("/events/user:alice?ticket={same}");
+    let stream = RawClient::get(addr, &path, &[("sec-fetch-site", "same-origin")]).await;
+    assert_eq!(stream.status(), 200);
+    let again = ticket_for(addr, "user:alice", "alice", Some(&own)).await;
+    let path = format!("/events/user:alice?ticket={again}");
+    assert_eq!(
+        refused(addr, &path, &[("sec-fetch-site", "cross-site")]).await,
+        401,
+        "no Origin and not same-origin"
+    );
     let stats = auth.stats();
-    assert_eq!(stats.tickets_minted, 3);
-    assert_eq!(stats.tickets_redeemed, 2);
-    assert_eq!(stats.bad_tickets, 2);
+    assert_eq!(stats.tickets_minted, 5);
+    assert_eq!(stats.tickets_redeemed, 3);
+    assert_eq!(stats.bad_tickets, 3);
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@
 //! # How a request is let in
 //!
 //! 1. A stream ticket (`?ticket=<value>`, when the [`Auth`] has [`Tickets`]) is redeemed:
-//!    spent at once, and taken only from the `Origin` that minted it, only by a `GET` (or
-//!    `HEAD`). Its grants are the request's; every `ticket` parameter is removed from the URI
+//!    spent at once, and taken only from the `Origin` that minted it (a same-origin
+//!    `EventSource`, which sends no `Origin`, by its `Sec-Fetch-Site: same-origin` and its
+//!    host), only by a `GET` (or `HEAD`). Its grants are the request's; every `ticket` parameter is removed from the URI
 //!    before the handler sees it. A ticket that is malformed, unknown, spent, expired or from
 //!    another origin, or that comes with another method, is refused with `401`.
 //! 2. Otherwise the app's [`Authorize`]r makes the grants from what the request carries (a
@@ -46,22 +47,37 @@
 //! with the `lastEventId` query parameter ([`SseLayer::last_event_id_query`](crate::SseLayer::last_event_id_query)):
 //!
 //! ```js
-//! function follow(url, mint, onEvent) {
+//! // `names`: the event names the page listens to; `onStop`: signed out, or revoked.
+//! function follow(url, mint, names, onEvent, onStop) {
 //!   let last = null;
+//!   let stopped = false;
 //!   async function open() {
-//!     const { ticket } = await (await fetch(mint, { method: "POST", credentials: "include" })).json();
+//!     let answer;
+//!     try {
+//!       answer = await fetch(mint, { method: "POST", credentials: "include" });
+//!     } catch {
+//!       return setTimeout(open, 5000); // the server cannot be reached: try again later
+//!     }
+//!     if (!answer.ok) return onStop(answer.status); // no ticket for this page: signed out
+//!     const { ticket } = await answer.json();
 //!     const q = "?ticket=" + ticket + (last ? "&lastEventId=" + encodeURIComponent(last) : "");
 //!     const source = new EventSource(url + q);
-//!     source.onmessage = (e) => { last = e.lastEventId || last; onEvent(e); };
-//!     source.addEventListener("revoked", () => source.close());
+//!     for (const name of names) {
+//!       source.addEventListener(name, (e) => { last = e.lastEventId || last; onEvent(e); });
+//!     }
+//!     source.addEventListener("revoked", () => { stopped = true; source.close(); onStop("revoked"); });
 //!     source.onerror = () => {
-//!       // CLOSED: the ticket was spent (or refused); CONNECTING: the browser retries itself.
-//!       if (source.readyState === EventSource.CLOSED && !source.revoked) setTimeout(open, 1000);
+//!       // CLOSED: the reconnect was refused (its ticket was spent); CONNECTING: the browser
+//!       // is retrying by itself.
+//!       if (!stopped && source.readyState === EventSource.CLOSED) setTimeout(open, 1000);
 //!     };
 //!   }
 //!   open();
 //! }
 //! ```
+//!
+//! The `notifications` example's second page (on another origin) reads its stream this way, in
+//! a Chromium test.
 //!
 //! Long-lived credentials are never taken from the URL by the crate: only tickets, which are
 //! single-use and live at most a minute. (An app's own authorizer could read the query; do not.)
@@ -543,7 +559,7 @@ impl Auth {
             }
             (Some(ticket), Some(tickets)) => {
                 let grants = tickets
-                    .redeem(&ticket, &parts.headers)
+                    .redeem(&ticket, parts)
                     .await
                     .map_err(Refusal::Ticket)?;
                 self.count(&self.inner.counters.tickets_redeemed);

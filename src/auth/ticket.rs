@@ -1,7 +1,7 @@
 //! One-time stream tickets: for a client that can send neither a cookie nor a header.
 
 use crate::{grants::Grants, sync::lock};
-use http::HeaderMap;
+use http::{request::Parts, HeaderMap};
 use std::{
     collections::HashMap,
     error::Error as StdError,
@@ -133,8 +133,8 @@ impl Tickets {
         })
     }
 
-    /// Redeems `text` for a request with these headers: spends it, whatever comes of it.
-    pub(crate) async fn redeem(&self, text: &str, headers: &HeaderMap) -> Result<Grants, Spoilt> {
+    /// Redeems `text` for the request with these parts: spends it, whatever comes of it.
+    pub(crate) async fn redeem(&self, text: &str, request: &Parts) -> Result<Grants, Spoilt> {
         let (id, secret) = parse(text).ok_or(Spoilt::Malformed)?;
         let record = match &self.engine {
             Engine::Memory(memory) => memory.take(&id),
@@ -146,7 +146,7 @@ impl Tickets {
         if !bool::from(record.secret.ct_eq(&secret)) {
             return Err(Spoilt::Unknown);
         }
-        if record.origin != origin_of(headers) {
+        if !same_origin(record.origin.as_deref(), request) {
             return Err(Spoilt::WrongOrigin);
         }
         Ok(record.grants.redeemed())
@@ -227,6 +227,7 @@ pub(crate) enum Spoilt {
     /// Sent with a method other than `GET` or `HEAD`: a ticket opens a stream, nothing else.
     NotAStream,
     /// The shared store cannot be reached.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     Unavailable(String),
 }
 
@@ -317,6 +318,35 @@ impl Memory {
     }
 }
 
+/// Whether the request comes from `minted`, the origin of the request that minted the ticket.
+///
+/// Its `Origin` header must be exactly that. A browser sends none on a same-origin `GET` (an
+/// `EventSource` on the page's own origin): such a request is taken when the browser says it is
+/// same-origin (`Sec-Fetch-Site: same-origin`, which no page can set) and its host is the
+/// minted origin's. Without an origin at minting, the request must carry none either.
+fn same_origin(minted: Option<&[u8]>, request: &Parts) -> bool {
+    let headers = &request.headers;
+    match (minted, headers.get(http::header::ORIGIN)) {
+        (minted, Some(origin)) => minted == Some(origin.as_bytes()),
+        (None, None) => true,
+        (Some(minted), None) => {
+            let same_site = headers
+                .get("sec-fetch-site")
+                .is_some_and(|v| v.as_bytes() == b"same-origin");
+            let host = request
+                .uri
+                .authority()
+                .map(|a| a.as_str().as_bytes())
+                .or_else(|| headers.get(http::header::HOST).map(|h| h.as_bytes()));
+            let minted_host = minted
+                .windows(3)
+                .position(|w| w == b"://")
+                .map(|at| &minted[at + 3..]);
+            same_site && host.is_some() && host == minted_host
+        }
+    }
+}
+
 /// The origin a request carries (its first `Origin` header), as its bytes.
 fn origin_of(headers: &HeaderMap) -> Option<Box<[u8]>> {
     let origin = headers.get(http::header::ORIGIN)?;
@@ -392,6 +422,22 @@ mod tests {
         headers
     }
 
+    /// A stream request with these headers, to `host`.
+    fn request(host: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut req = http::Request::get("/events").header("host", host);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    fn from(origin: Option<&str>) -> Parts {
+        match origin {
+            Some(origin) => request("app.example", &[("origin", origin)]),
+            None => request("app.example", &[]),
+        }
+    }
+
     #[tokio::test]
     async fn a_ticket_is_spent_by_its_first_redemption_whatever_comes_of_it() {
         let tickets = Tickets::memory();
@@ -400,20 +446,24 @@ mod tests {
         let ticket = tickets.mint(&grants, &from).await.unwrap();
         assert_eq!(ticket.value().len(), 48);
         assert!(!format!("{ticket:?}").contains(ticket.value()));
-        assert_eq!(tickets.redeem(ticket.value(), &from).await.unwrap(), grants);
+        let there = super::tests::from(Some("https://app.example"));
         assert_eq!(
-            tickets.redeem(ticket.value(), &from).await,
+            tickets.redeem(ticket.value(), &there).await.unwrap(),
+            grants
+        );
+        assert_eq!(
+            tickets.redeem(ticket.value(), &there).await,
             Err(Spoilt::Unknown)
         );
 
         let other = tickets.mint(&grants, &from).await.unwrap();
-        let elsewhere = headers(Some("https://evil.example"));
+        let elsewhere = super::tests::from(Some("https://evil.example"));
         assert_eq!(
             tickets.redeem(other.value(), &elsewhere).await,
             Err(Spoilt::WrongOrigin)
         );
         assert_eq!(
-            tickets.redeem(other.value(), &from).await,
+            tickets.redeem(other.value(), &there).await,
             Err(Spoilt::Unknown),
             "spent by the failed attempt"
         );
@@ -429,7 +479,7 @@ mod tests {
         flipped[47] = if flipped[47] == b'0' { b'1' } else { b'0' };
         let flipped = String::from_utf8(flipped).unwrap();
         assert_eq!(
-            tickets.redeem(&flipped, &HeaderMap::new()).await,
+            tickets.redeem(&flipped, &from(None)).await,
             Err(Spoilt::Unknown),
             "a wrong secret half"
         );
@@ -442,15 +492,12 @@ mod tests {
             "zz",
         ] {
             assert_eq!(
-                tickets.redeem(bad, &HeaderMap::new()).await,
+                tickets.redeem(bad, &from(None)).await,
                 Err(Spoilt::Malformed),
                 "{bad:?}"
             );
         }
-        assert!(tickets
-            .redeem(other.value(), &HeaderMap::new())
-            .await
-            .is_ok());
+        assert!(tickets.redeem(other.value(), &from(None)).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -462,8 +509,43 @@ mod tests {
             .unwrap();
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(
-            tickets.redeem(ticket.value(), &HeaderMap::new()).await,
+            tickets.redeem(ticket.value(), &from(None)).await,
             Err(Spoilt::Unknown)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_same_origin_event_source_redeems_what_its_page_minted() {
+        let tickets = Tickets::memory();
+        let page = headers(Some("http://app.example:3000"));
+        let grants = Grants::new();
+        let mint = || tickets.mint(&grants, &page);
+        let same = [("sec-fetch-site", "same-origin")];
+        let cases = [
+            (request("app.example:3000", &same), true),
+            (request("app.example:3000", &[]), false),
+            (
+                request("app.example:3000", &[("sec-fetch-site", "same-site")]),
+                false,
+            ),
+            (request("other.example:3000", &same), false),
+            (request("app.example", &same), false),
+        ];
+        for (i, (parts, taken)) in cases.iter().enumerate() {
+            let ticket = mint().await.unwrap();
+            let got = tickets.redeem(ticket.value(), parts).await;
+            assert_eq!(got.is_ok(), *taken, "case {i}: {got:?}");
+        }
+        let ticket = mint().await.unwrap();
+        let h2 = http::Request::get("http://app.example:3000/events")
+            .header("sec-fetch-site", "same-origin")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert!(
+            tickets.redeem(ticket.value(), &h2).await.is_ok(),
+            "HTTP/2: the authority"
         );
     }
 
