@@ -262,7 +262,7 @@ impl SseContext {
         };
         let mut slot = lock(&self.request.slot);
         if let Some(grants) = &slot.grants {
-            parts.expiry = grants.expiry().and_then(instant_of);
+            parts.expiry = grants.expiry().map(instant_of);
             if let Some(revocation) = grants.revocation() {
                 parts
                     .shutdowns
@@ -355,13 +355,14 @@ impl SseContext {
     }
 }
 
-/// The instant on tokio's clock of a time on the system clock (now, if it has passed); `None`
-/// past the longest delay a timer takes (about 24 days), which no stream is expected to reach.
-fn instant_of(at: std::time::SystemTime) -> Option<tokio::time::Instant> {
+/// The instant on tokio's clock of a time on the system clock (now, if it has passed), at most
+/// the longest delay the crate's timers take (2³¹−1 ms, about 24.8 days) from now: a stream
+/// whose credential expires later ends then, early, and its client comes back.
+fn instant_of(at: std::time::SystemTime) -> tokio::time::Instant {
     let left = at
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
-    (left <= crate::delay::MAX_DELAY).then(|| tokio::time::Instant::now() + left)
+    tokio::time::Instant::now() + crate::delay::saturate(left)
 }
 
 /// Takes a slot under every limit, or none; the limit that refuses counts the refusal.

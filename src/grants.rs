@@ -146,7 +146,9 @@ impl Grants {
 
     /// Sets when the grants expire: a request after it is refused (`401`), and a stream
     /// opened before it ends at it, with a come-back block (`: credential expired,
-    /// reconnect`), so that the client comes back with a fresh credential. Default: never.
+    /// reconnect`), so that the client comes back with a fresh credential. An expiry more than
+    /// about 24.8 days (2³¹−1 ms, the longest timer) after the stream opens ends it then,
+    /// early, the same way. Default: never.
     pub fn expires_at(mut self, at: SystemTime) -> Grants {
         self.inner_mut().expires = Some(at);
         self
@@ -161,7 +163,12 @@ impl Grants {
     /// Sets when the credential behind the grants was issued (a session's sign-in, a JWT's
     /// `iat`). A [revocation](crate::auth::Auth::revoke) refuses grants issued at or before it;
     /// grants without this are refused for as long as the revocation is remembered, so set it
-    /// to let a subject that signs in again through before then.
+    /// to let a subject that signs in again through before then. The comparison fails safe:
+    /// a revocation's time is counted in whole milliseconds, rounded up, so a credential issued
+    /// in the same millisecond (with a JWT's `iat`, in whole seconds: the same second) counts as
+    /// issued before it; an issue time in the future (the issuer's clock is ahead) counts as
+    /// none until it has passed: so a credential stamped by a clock `S` ahead escapes a
+    /// revocation made less than `S` before its stamp, once that has passed.
     pub fn issued_at(mut self, at: SystemTime) -> Grants {
         self.inner_mut().issued = Some(at);
         self

@@ -1366,27 +1366,41 @@ async fn jwt_an_exp_30_days_ahead_still_ends_the_stream_on_a_paused_clock() {
 }
 
 /// `Auth::revoke`: "its requests are refused with `401` for `remember_revocations` (those with
-/// grants issued after now excepted)"; `Jwt`: "`iat` the issue time". A JWT issued after the
-/// revocation (a user who signs out everywhere and signs in again at once, an app that
-/// rotates a credential: revoke the old, issue the new) is let in.
+/// grants issued after now excepted, counted in whole milliseconds, so that one issued in the
+/// same millisecond is refused)"; `Grants::issued_at`: "with a JWT's `iat`, in whole seconds:
+/// the same second" counts as issued before it. A JWT whose `iat` is the revocation's second is
+/// refused; one issued in a later second (a user who signs out everywhere and signs in again,
+/// an app that rotates a credential) is let in.
 #[tokio::test]
-async fn jwt_a_token_issued_right_after_a_revocation_is_let_in() {
+async fn jwt_a_token_issued_in_a_later_second_than_the_revocation_is_let_in() {
     let node = jwt_node(Jwt::hs256(SECRET), sse()).await;
     let before = hs(
         &json!({ "sub": "alice", "exp": now() + 600, "iat": now() - 60, "topics": ["user:alice"] }),
     );
-    node.auth.revoke("alice");
-    let after =
-        hs(&json!({ "sub": "alice", "exp": now() + 600, "iat": now(), "topics": ["user:alice"] }));
+    let _ = node.auth.revoke("alice");
+    let second = now();
+    let same =
+        hs(&json!({ "sub": "alice", "exp": now() + 600, "iat": second, "topics": ["user:alice"] }));
     assert_eq!(
         with_bearer(node.addr, &bearer(&before)).await,
         401,
         "the old token"
     );
     assert_eq!(
+        with_bearer(node.addr, &bearer(&same)).await,
+        401,
+        "issued in the revocation's second: fails safe"
+    );
+    // Into the next whole second, then a token issued then.
+    while now() <= second {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after =
+        hs(&json!({ "sub": "alice", "exp": now() + 600, "iat": now(), "topics": ["user:alice"] }));
+    assert_eq!(
         with_bearer(node.addr, &bearer(&after)).await,
         200,
-        "a token issued after the revocation (iat in whole seconds, remembered 24 h)"
+        "a token issued in a later second"
     );
 }
 
@@ -1904,41 +1918,38 @@ async fn tickets_every_odd_ticket_parameter_leaves_the_uri() {
 // Revocation's time.
 // =============================================================================================
 
-/// `Auth::revoke`: "its requests are refused with `401` for `remember_revocations` (those with
-/// grants issued after now excepted)"; `Grants::issued_at`: "set it to let a subject that
-/// signs in again through before then". A sign-in after `revoke` returned — within the same
-/// millisecond, to whose end the revocation's time is rounded up — is let in.
+/// `Auth::revoke`: "(those with grants issued after now excepted, counted in whole
+/// milliseconds, so that one issued in the same millisecond is refused)"; `Grants::issued_at`:
+/// "set it to let a subject that signs in again through before then". A credential issued
+/// before the revocation began is refused; one issued a millisecond after it returned (past the
+/// millisecond the revocation's time is rounded up to) is let in.
 #[tokio::test]
-async fn a_sign_in_right_after_a_revocation_in_the_same_millisecond_is_let_in() {
+async fn a_sign_in_a_millisecond_after_a_revocation_is_let_in_and_one_before_is_not() {
     let (node, issued) = cookie_node(Layers::Inside).await;
-    let nanos = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
-    for attempt in 0..50 {
-        let user = format!("carol{attempt}");
-        let t0 = SystemTime::now();
-        let _ = node.auth.revoke(&user);
-        let t1 = SystemTime::now();
-        let same_ms = nanos(t0) / 1_000_000 == nanos(t1) / 1_000_000;
-        if !same_ms || nanos(t0) % 1_000_000 == 0 || t1 <= t0 {
-            continue;
-        }
-        issued.0.lock().unwrap().insert(user.clone(), t1);
-        let cookie = format!("session={user}");
-        let status = ask(
+    let t0 = SystemTime::now();
+    let _ = node.auth.revoke("carol");
+    let t1 = SystemTime::now();
+    let ask_as = |at: SystemTime| {
+        issued.0.lock().unwrap().insert("carol".into(), at);
+        ask(
             node.addr,
-            &format!("/events/user:{user}"),
-            &[("cookie", &cookie)],
+            "/events/user:carol",
+            &[("cookie", "session=carol")],
         )
-        .await
-        .status;
-        assert_eq!(
-            status,
-            200,
-            "grants issued {:?} after `revoke` began, once it had returned",
-            t1.duration_since(t0).unwrap()
-        );
-        return;
-    }
-    panic!("no revocation began and returned within one millisecond in 50 tries");
+    };
+    assert_eq!(
+        ask_as(t0 - Duration::from_micros(1)).await.status,
+        401,
+        "issued before"
+    );
+    // After `t1 + 1 ms` has passed, so that the issue time is not in the future (which would
+    // count as the time the request is let in).
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert_eq!(
+        ask_as(t1 + Duration::from_millis(1)).await.status,
+        200,
+        "issued a millisecond after the revocation returned"
+    );
 }
 
 // =============================================================================================

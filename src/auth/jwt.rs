@@ -17,8 +17,10 @@ use std::{
 /// - The algorithm is the one given here, never the one the token's header names: a token
 ///   signed with another (`none` included) is refused.
 /// - `exp` is required and becomes the grants' [expiry](Grants::expires_at): the stream ends
-///   then. `nbf` is checked when present; `sub` is the [subject](Grants::subject); `iat`
-///   the [issue time](Grants::issued_at).
+///   then. `nbf` is checked when present (a whole number of seconds, else the token is
+///   refused); `iss` and `aud` are required when [`issuer`](Jwt::issuer) and
+///   [`audience`](Jwt::audience) are set; `sub` is the [subject](Grants::subject); `iat` the
+///   [issue time](Grants::issued_at). A header with a `crit` extension is refused.
 /// - The topics claim (`topics` by default) is a list of topic names; one that ends with `*`
 ///   is a prefix (`"team:42/*"`); a token without it allows nothing.
 /// - The token comes from `Authorization: Bearer <token>`, or from a cookie
@@ -61,7 +63,12 @@ pub struct Jwt {
 #[derive(Clone)]
 struct Config {
     key: DecodingKey,
+    /// The signature, the algorithm and `exp` (jsonwebtoken's checks); the other claims are
+    /// checked here, strictly (a claim of the wrong type is a refusal, never skipped).
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
     source: Source,
     topics_claim: String,
 }
@@ -89,12 +96,16 @@ impl Jwt {
     pub fn new(key: DecodingKey, algorithm: Algorithm) -> Jwt {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp"]);
-        validation.validate_nbf = true;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
         validation.leeway = 0;
         Jwt {
             inner: Arc::new(Config {
                 key,
                 validation,
+                issuer: None,
+                audience: None,
+                leeway: 0,
                 source: Source::Bearer,
                 topics_claim: "topics".into(),
             }),
@@ -120,21 +131,26 @@ impl Jwt {
         self
     }
 
-    /// Requires this `iss`.
+    /// Requires `iss` to be this string: a token without it, or with another, is refused.
     pub fn issuer(mut self, issuer: &str) -> Jwt {
-        self.config().validation.set_issuer(&[issuer]);
+        self.config().issuer = Some(issuer.to_owned());
         self
     }
 
-    /// Requires this `aud` (one of the token's).
+    /// Requires `aud` to be this string, or a list that holds it: a token without it is
+    /// refused.
     pub fn audience(mut self, audience: &str) -> Jwt {
-        self.config().validation.set_audience(&[audience]);
+        self.config().audience = Some(audience.to_owned());
         self
     }
 
-    /// Tolerance for clock skew on `exp` and `nbf`. Default: none.
+    /// Tolerance for clock skew on `exp` and `nbf`, in whole seconds: a token is taken up to
+    /// this long after its `exp` (and its stream ends then), and this long before its `nbf`.
+    /// Default: none.
     pub fn leeway(mut self, leeway: Duration) -> Jwt {
-        self.config().validation.leeway = leeway.as_secs();
+        let config = self.config();
+        config.leeway = leeway.as_secs();
+        config.validation.leeway = leeway.as_secs();
         self
     }
 
@@ -174,23 +190,53 @@ impl Jwt {
 
     fn grants(&self, parts: &Parts) -> Result<Grants, &'static str> {
         let token = self.token(parts).ok_or("no token")?;
+        if has_critical_extension(token) {
+            // RFC 7515: an extension the recipient must understand, and this one does not.
+            return Err("token with a critical header extension");
+        }
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &self.inner.key,
             &self.inner.validation,
         )
         .map_err(|_| "token not valid")?;
-        let claims = Claims::deserialize(serde_json::Value::Object(data.claims.clone()))
+        let claims = &data.claims;
+        let typed = Claims::deserialize(serde_json::Value::Object(claims.clone()))
             .map_err(|_| "claims of the wrong type")?;
-        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-        let mut grants = Grants::new().expires_at(at(claims.exp));
-        if let Some(sub) = claims.sub {
+        let config = &*self.inner;
+        if let Some(issuer) = &config.issuer {
+            if claims.get("iss").and_then(|v| v.as_str()) != Some(issuer.as_str()) {
+                return Err("token from another issuer");
+            }
+        }
+        if let Some(audience) = &config.audience {
+            let ours = |v: &serde_json::Value| v.as_str() == Some(audience.as_str());
+            let taken = match claims.get("aud") {
+                Some(serde_json::Value::Array(list)) => list.iter().any(ours),
+                Some(one) => ours(one),
+                None => false,
+            };
+            if !taken {
+                return Err("token for another audience");
+            }
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = nbf.as_u64().ok_or("nbf not a whole number of seconds")?;
+            if nbf > now.saturating_add(config.leeway) {
+                return Err("token not valid yet");
+            }
+        }
+        let at = |secs: u64| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+        let expiry = at(typed.exp.saturating_add(config.leeway)).ok_or("exp out of range")?;
+        let mut grants = Grants::new().expires_at(expiry);
+        if let Some(sub) = typed.sub {
             grants = grants.subject(sub);
         }
-        if let Some(iat) = claims.iat {
-            grants = grants.issued_at(at(iat));
+        if let Some(iat) = typed.iat {
+            grants = grants.issued_at(at(iat).ok_or("iat out of range")?);
         }
-        let topics = match data.claims.get(&self.inner.topics_claim) {
+        let topics = match claims.get(&config.topics_claim) {
             None => Vec::new(),
             Some(value) => Vec::<String>::deserialize(value).map_err(|_| "topics not a list")?,
         };
@@ -202,6 +248,20 @@ impl Jwt {
         }
         Ok(grants)
     }
+}
+
+/// Whether the token's header names a `crit` extension (this authorizer understands none).
+/// A header that does not decode is left to the verification, which refuses it.
+fn has_critical_extension(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|header| header.get("crit").is_some())
 }
 
 #[derive(Deserialize)]

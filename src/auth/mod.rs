@@ -5,8 +5,9 @@
 //!
 //! 1. A stream ticket (`?ticket=<value>`, when the [`Auth`] has [`Tickets`]) is redeemed:
 //!    spent at once, and taken only from the `Origin` that minted it (a same-origin
-//!    `EventSource`, which sends no `Origin`, by its `Sec-Fetch-Site: same-origin` and its
-//!    host), only by a `GET` (or `HEAD`). Its grants are the request's; every `ticket` parameter is removed from the URI
+//!    `EventSource`, which sends no `Origin`, by its `Sec-Fetch-Site: same-origin`, its host
+//!    and, when the request states one, its scheme; an opaque `null` origin gets no ticket),
+//!    only by a `GET` (or `HEAD`). Its grants are the request's; every `ticket` parameter is removed from the URI
 //!    before the handler sees it. A ticket that is malformed, unknown, spent, expired or from
 //!    another origin, or that comes with another method, is refused with `401`.
 //! 2. Otherwise the app's [`Authorize`]r makes the grants from what the request carries (a
@@ -397,6 +398,7 @@ impl Auth {
     /// [`TicketError::NoTickets`] without a store; [`TicketError::Refused`] for grants that
     /// have expired, whose subject is revoked, or that came from a ticket (a ticket never
     /// mints its successor: the page mints with its own credential); [`Full`](TicketError::Full),
+    /// [`OpaqueOrigin`](TicketError::OpaqueOrigin) when the request's `Origin` is `null`;
     /// [`Random`](TicketError::Random), [`Unavailable`](TicketError::Unavailable) when the
     /// store cannot make one.
     ///
@@ -442,7 +444,8 @@ impl Auth {
     /// [`REVOKED`] event (`event: revoked`, `data: {"reason":"revoked"}`) and a come-back
     /// block; its requests are refused with `401` for
     /// [`remember_revocations`](AuthBuilder::remember_revocations) (those with grants
-    /// [issued](Grants::issued_at) after now excepted). With
+    /// [issued](Grants::issued_at) after now excepted, counted in whole milliseconds, so that
+    /// one issued in the same millisecond is refused: see there). With
     /// [`share_through`](AuthBuilder::share_through) every other node does the same as soon
     /// as the hub's broker delivers it (a few milliseconds on Redis).
     ///
@@ -534,12 +537,15 @@ impl Auth {
         let mut rest = Vec::new();
         // Every ticket parameter leaves the query (the first one counts), so that none reaches
         // the handler, or a log of it.
+        // Keys are compared as a framework decodes them (`ti%63ket` is `ticket`).
         for pair in query.split('&') {
-            let key = pair.split_once('=').map_or(pair, |(key, _)| key);
-            if key != name {
+            let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            if decoded != name {
                 rest.push(pair);
             } else if value.is_none() {
-                value = Some(pair.get(key.len() + 1..).unwrap_or_default().to_owned());
+                let raw = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+                value = Some(raw.into_owned());
             }
         }
         Some((value?, rest.join("&")))

@@ -45,7 +45,9 @@ impl Revocations {
         let Some(subject) = grants.subject_name() else {
             return Some(grants);
         };
-        let issued = grants.issued();
+        // An issue time in the future comes from a clock ahead of this one: it says nothing
+        // about the revocations, so it counts as none until it has passed.
+        let issued = grants.issued().filter(|at| *at <= SystemTime::now());
         let mut state = lock(&self.state);
         if let Some(&(at, until)) = state.revoked.get(subject) {
             if Instant::now() < until {
@@ -178,18 +180,24 @@ mod tests {
         let held = revocations.admit(alice.clone()).unwrap();
         let switch = held.revocation().unwrap().clone();
         let now = SystemTime::now();
+        // Made a minute ago, so that a sign-in after it is in the past too.
+        let at = now - Duration::from_secs(60);
         assert_eq!(
-            revocations.revoke("alice", now),
+            revocations.revoke("alice", at),
             Some(0),
             "no body watches yet"
         );
         assert!(switch.is_triggered(), "the open stream's switch is thrown");
-        assert_eq!(revocations.revoke("alice", now), None, "the same one again");
+        assert_eq!(revocations.revoke("alice", at), None, "the same one again");
         assert!(revocations.admit(alice.clone()).is_none());
-        let before = alice.clone().issued_at(now - Duration::from_secs(1));
+        let before = alice.clone().issued_at(at - Duration::from_secs(1));
         assert!(revocations.admit(before).is_none());
-        let after = alice.clone().issued_at(now + Duration::from_millis(1));
+        let same = alice.clone().issued_at(at);
+        assert!(revocations.admit(same).is_none(), "at it is before it");
+        let after = alice.clone().issued_at(at + Duration::from_millis(1));
         assert!(revocations.admit(after).is_some(), "a sign-in after it");
+        let ahead = alice.clone().issued_at(now + HOUR);
+        assert!(revocations.admit(ahead).is_none(), "a clock ahead says nothing");
         assert!(revocations.admit(Grants::new().subject("bob")).is_some());
         assert!(revocations.admit(Grants::new()).is_some(), "no subject");
 
@@ -210,15 +218,14 @@ mod tests {
     fn a_revocation_spares_credentials_issued_after_it() {
         let revocations = Revocations::new(HOUR);
         let now = SystemTime::now();
-        let old = revocations
-            .admit(Grants::new().subject("a").issued_at(now - HOUR / 2))
-            .unwrap();
-        let new = revocations
-            .admit(Grants::new().subject("a").issued_at(now + HOUR / 2))
-            .unwrap();
-        revocations.revoke("a", now);
+        let grants = |issued| Grants::new().subject("a").issued_at(issued);
+        let old = revocations.admit(grants(now - HOUR / 2)).unwrap();
+        let new = revocations.admit(grants(now - HOUR / 8)).unwrap();
+        let ahead = revocations.admit(grants(now + HOUR)).unwrap();
+        revocations.revoke("a", now - HOUR / 4);
         assert!(old.revocation().unwrap().is_triggered());
         assert!(!new.revocation().unwrap().is_triggered());
+        assert!(ahead.revocation().unwrap().is_triggered(), "counted as none");
         assert_eq!(revocations.watched(), 1);
     }
 

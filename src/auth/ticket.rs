@@ -116,10 +116,16 @@ impl Tickets {
         grants: &Grants,
         headers: &HeaderMap,
     ) -> Result<Ticket, TicketError> {
+        let origin = origin_of(headers);
+        if origin.as_deref() == Some(b"null") {
+            // An opaque origin (a sandboxed frame, a `data:` page): every such page sends the
+            // same `null`, so a ticket bound to it would be bound to nothing.
+            return Err(TicketError::OpaqueOrigin);
+        }
         let (id, secret) = random_halves()?;
         let record = Record {
             secret,
-            origin: origin_of(headers),
+            origin,
             grants: grants.clone(),
         };
         match &self.engine {
@@ -191,8 +197,12 @@ impl fmt::Debug for Ticket {
 pub enum TicketError {
     /// The [`Auth`](super::Auth) has no [`Tickets`].
     NoTickets,
-    /// The grants have expired, or were revoked: there is nothing to mint a ticket for.
+    /// The grants have expired, or were revoked, or came from a ticket: there is nothing to
+    /// mint a ticket for.
     Refused,
+    /// The minting request's `Origin` is `null` (a sandboxed frame, a `data:` page), which
+    /// every such page sends: a ticket cannot be bound to it.
+    OpaqueOrigin,
     /// The in-memory store holds its most live tickets (100,000).
     Full,
     /// The operating system's random source failed.
@@ -205,7 +215,10 @@ impl fmt::Display for TicketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TicketError::NoTickets => f.write_str("no ticket store is configured"),
-            TicketError::Refused => f.write_str("the grants are expired or revoked"),
+            TicketError::Refused => f.write_str("the grants are expired, revoked or a ticket's"),
+            TicketError::OpaqueOrigin => {
+                f.write_str("a ticket cannot be bound to an opaque origin")
+            }
             TicketError::Full => f.write_str("too many live tickets"),
             TicketError::Random => f.write_str("the random source failed"),
             TicketError::Unavailable(why) => write!(f, "ticket store unavailable: {why}"),
@@ -338,11 +351,16 @@ fn same_origin(minted: Option<&[u8]>, request: &Parts) -> bool {
                 .authority()
                 .map(|a| a.as_str().as_bytes())
                 .or_else(|| headers.get(http::header::HOST).map(|h| h.as_bytes()));
-            let minted_host = minted
-                .windows(3)
-                .position(|w| w == b"://")
-                .map(|at| &minted[at + 3..]);
-            same_site && host.is_some() && host == minted_host
+            let Some(split) = minted.windows(3).position(|w| w == b"://") else {
+                return false;
+            };
+            let (minted_scheme, minted_host) = (&minted[..split], &minted[split + 3..]);
+            // A request that states its scheme (HTTP/2, an absolute URI) must state the same.
+            let scheme_ok = request
+                .uri
+                .scheme_str()
+                .is_none_or(|scheme| scheme.as_bytes() == minted_scheme);
+            same_site && scheme_ok && host == Some(minted_host)
         }
     }
 }
