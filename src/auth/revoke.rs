@@ -197,7 +197,10 @@ mod tests {
         let after = alice.clone().issued_at(at + Duration::from_millis(1));
         assert!(revocations.admit(after).is_some(), "a sign-in after it");
         let ahead = alice.clone().issued_at(now + HOUR);
-        assert!(revocations.admit(ahead).is_none(), "a clock ahead says nothing");
+        assert!(
+            revocations.admit(ahead).is_none(),
+            "a clock ahead says nothing"
+        );
         assert!(revocations.admit(Grants::new().subject("bob")).is_some());
         assert!(revocations.admit(Grants::new()).is_some(), "no subject");
 
@@ -225,7 +228,10 @@ mod tests {
         revocations.revoke("a", now - HOUR / 4);
         assert!(old.revocation().unwrap().is_triggered());
         assert!(!new.revocation().unwrap().is_triggered());
-        assert!(ahead.revocation().unwrap().is_triggered(), "counted as none");
+        assert!(
+            ahead.revocation().unwrap().is_triggered(),
+            "counted as none"
+        );
         assert_eq!(revocations.watched(), 1);
     }
 
