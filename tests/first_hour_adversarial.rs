@@ -1170,6 +1170,9 @@ fn tool_dependent_tests_are_ignored() {
         "readme.rs",
         "first_hour_adversarial.rs",
         "auth_browser.rs",
+        "auth.rs",
+        "auth_adversarial.rs",
+        "auth_adversarial2.rs",
     ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
