@@ -400,6 +400,18 @@ mod tests {
     }
 
     #[test]
+    fn expiry_saturates_and_expired_grants_open_no_subscription() {
+        let far = Grants::new().expires_in(Duration::MAX);
+        assert!(!far.is_expired(), "about a century ahead, no overflow");
+        let hub = crate::hub::Hub::new();
+        let gone = Grants::new()
+            .exact("t")
+            .expires_at(SystemTime::now() - Duration::from_secs(1));
+        assert!(hub.topic("t").subscribe(None).granted(&gone).is_err());
+        assert_eq!(hub.stats().forbidden, 1);
+    }
+
+    #[test]
     fn rules_cover_what_they_should() {
         let all = TopicMatch::prefix("");
         assert!(all.covers(&TopicMatch::prefix("a")));

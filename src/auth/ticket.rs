@@ -314,7 +314,8 @@ impl Memory {
     fn put(&self, id: [u8; ID_LEN], record: Record, lifetime: Duration) -> Result<(), TicketError> {
         let mut live = lock(&self.records);
         let now = Instant::now();
-        if live.records.len() >= live.sweep_at {
+        // Now and then, and whenever the store is full: dead tickets never keep it full.
+        if live.records.len() >= live.sweep_at.min(MAX_LIVE) {
             live.records.retain(|_, (_, until)| *until > now);
             live.sweep_at = (2 * live.records.len()).max(1024);
         }
@@ -565,6 +566,22 @@ mod tests {
             tickets.redeem(ticket.value(), &h2).await.is_ok(),
             "HTTP/2: the authority"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_store_holds_at_most_its_live_tickets_then_sweeps_the_dead() {
+        let tickets = Tickets::memory().lifetime(Duration::from_secs(1));
+        let grants = Grants::new();
+        for _ in 0..MAX_LIVE {
+            tickets.mint(&grants, &HeaderMap::new()).await.unwrap();
+        }
+        assert_eq!(
+            tickets.mint(&grants, &HeaderMap::new()).await.unwrap_err(),
+            TicketError::Full
+        );
+        // Once they are dead, the next mint sweeps them and succeeds.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(tickets.mint(&grants, &HeaderMap::new()).await.is_ok());
     }
 
     #[test]
