@@ -430,9 +430,16 @@ mod two_nodes {
         }
         // An audience crosses Redis: bob on node B never sees alice's event.
         let bob = session("bob");
+        let reads = hub_b.stats().history_reads;
         let mut team_b = RawClient::get(b, "/events/team", &[("cookie", &bob)]).await;
+        // Joined, and B has read the topic's history: what is published from now on is after
+        // bob's start (what is published before that read counts as before it).
         assert!(
-            common::eventually(Duration::from_secs(10), || hub_b.stats().subscribers >= 2).await
+            common::eventually(Duration::from_secs(10), || {
+                let stats = hub_b.stats();
+                stats.subscribers >= 2 && stats.history_reads > reads
+            })
+            .await
         );
         let team = team_on_a_third_node(&redis).await;
         team.publish(Event::message("alice only").with_audience(["alice"]))
