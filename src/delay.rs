@@ -22,10 +22,18 @@ pub(crate) fn millis(delay: Duration) -> u64 {
 
 /// A delay drawn at random between `base` and twice `base`, so that clients told to come back
 /// later do not all come back at once.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 pub(crate) fn jittered(base: Duration) -> Duration {
     let base = saturate(base);
     saturate(between(base, base.saturating_mul(2)))
+}
+
+/// A reconnection back-off's bounds as a setting takes them: `min` at least 1 ms, `max` at least
+/// `min`, both saturated.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) fn backoff_bounds(min: Duration, max: Duration) -> (Duration, Duration) {
+    let min = saturate(min.max(Duration::from_millis(1)));
+    (min, saturate(max).max(min))
 }
 
 /// A delay drawn uniformly in `[low, high]` (`low` when the range is empty), so that timers

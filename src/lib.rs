@@ -92,7 +92,9 @@
 //!   `EventSource` to stop for good.
 //! - [`hub`]: fan-out to many subscribers, with replay on `Last-Event-ID` and a slow-client
 //!   policy; across many server processes through Redis with feature `redis`
-//!   (`Hub::builder().redis(client)`), or another engine through [`hub::Broker`].
+//!   (`Hub::builder().redis(client)`), through PostgreSQL with feature `postgres`
+//!   (`Hub::builder().postgres(pool)`, and `Topic::publish_in` inside the app's transaction),
+//!   or another engine through [`hub::Broker`].
 //! - [`io::SendTimeout`]: closes connections whose peer accepts no bytes for too long.
 //! - [`decode`]: a client-side decoder that follows the spec's parsing algorithm.
 //! - `serve::Server` (feature `server`): serves any tower service over HTTP/1.1 and h2c, and
@@ -131,6 +133,9 @@
 //!   `HubBuilder::redis`) and stream tickets shared by them (`auth::Tickets::redis`); needs
 //!   Rust 1.88.
 //! - `jwt`: `auth::Jwt`, an authorizer that makes grants from a JSON Web Token's claims.
+//! - `postgres`: the hub across server processes through PostgreSQL, on sqlx (`hub::postgres`,
+//!   `HubBuilder::postgres`), with publish inside the app's own transaction
+//!   (`Topic::publish_in`).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
@@ -211,6 +216,12 @@ pub fn stop_reconnecting<B: Default>() -> http::Response<B> {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // The README's examples use every integration, so they are checked with all of them enabled.
-#[cfg(all(doctest, feature = "axum", feature = "warp", feature = "redis"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "warp",
+    feature = "redis",
+    feature = "postgres"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -93,11 +93,16 @@
 //! # }
 //! ```
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod backoff;
 pub mod broker;
 mod cursor;
 mod feed;
 mod id;
 mod merge;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 mod publish;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -325,6 +330,9 @@ pub struct HubBuilder {
     on_join: Option<Hook>,
     on_leave: Option<Hook>,
     broker: Option<Arc<dyn Broker>>,
+    /// The broker again when it is the Postgres engine: what transactional publishes use.
+    #[cfg(feature = "postgres")]
+    postgres: Option<postgres::PostgresBroker>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -353,6 +361,8 @@ impl Default for HubBuilder {
             on_join: None,
             on_leave: None,
             broker: None,
+            #[cfg(feature = "postgres")]
+            postgres: None,
         }
     }
 }
@@ -416,6 +426,11 @@ impl HubBuilder {
     /// event published on any of them reaches every subscriber of every one, in one order per
     /// topic, and a client resumes from its `Last-Event-ID` on any of them. See [`broker`].
     pub fn broker(mut self, broker: impl Broker) -> Self {
+        #[cfg(feature = "postgres")]
+        {
+            let any: &dyn std::any::Any = &broker;
+            self.postgres = any.downcast_ref::<postgres::PostgresBroker>().cloned();
+        }
         self.broker = Some(Arc::new(broker));
         self
     }
@@ -434,6 +449,23 @@ impl HubBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(self, client: ::redis::Client) -> Self {
         self.broker(redis::RedisBroker::new(client))
+    }
+
+    /// Shares the hub's topics through PostgreSQL, with
+    /// [`PostgresBroker`](postgres::PostgresBroker)'s default settings (it creates its tables
+    /// when it starts), and lets [`Topic::publish_in`] publish inside the app's transactions.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// let pool = sqlx::PgPool::connect_lazy("postgres://app@127.0.0.1/app").unwrap();
+    /// let hub = tower_sse::hub::Hub::builder().postgres(pool).build();
+    /// # drop(hub);
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres(self, pool: sqlx::PgPool) -> Self {
+        self.broker(postgres::PostgresBroker::new(pool))
     }
 
     /// Creates the hub. With a [`broker`](HubBuilder::broker), call it within a Tokio runtime:

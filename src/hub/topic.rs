@@ -273,6 +273,58 @@ impl Topic {
         })
     }
 
+    /// Publishes an event inside the caller's Postgres transaction (with the
+    /// [Postgres engine](super::postgres)): it is delivered if and only if the transaction
+    /// commits, in the topic's one order, and returns the id it has then. A rollback delivers
+    /// nothing and hands its id to the next publish.
+    ///
+    /// `conn` is the transaction (`&mut tx`), or any connection (a lone statement commits on
+    /// its own). Until the transaction ends, other publishes to this topic wait (see
+    /// [the engine's docs](super::postgres#transactional-publish)): keep it short.
+    ///
+    /// ```no_run
+    /// # async fn f(hub: tower_sse::hub::Hub, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("UPDATE stock SET left = left - 1 WHERE item = 'tea'").execute(&mut *tx).await?;
+    /// hub.topic("stock").publish_in(&mut tx, tower_sse::Event::message("tea: one less")).await?;
+    /// tx.commit().await?; // now, and only now, every subscriber receives it
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`PublishError::Unavailable`] when the hub's broker is not the Postgres engine, or
+    ///   Postgres refused the statement (the transaction is then aborted, as after any failed
+    ///   statement: roll it back).
+    /// - [`PublishError::OwnId`] for an event with an id of its own.
+    /// - [`PublishError::Timeout`] when the broker's tables are still being created after its
+    ///   publish timeout.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn publish_in<C>(&self, conn: &mut C, event: Event) -> Result<String, PublishError>
+    where
+        C: std::ops::DerefMut<Target = sqlx::PgConnection> + Send,
+    {
+        let Some(broker) = &self.shared.core.config.postgres else {
+            return Err(PublishError::Unavailable(
+                "publish_in needs a hub on the Postgres engine (HubBuilder::postgres)".into(),
+            ));
+        };
+        if event.id().is_some() {
+            return Err(PublishError::OwnId);
+        }
+        let event = event.for_broker();
+        match broker.publish_on(conn, self.name(), &event).await {
+            Ok(position) => Ok(position.to_id()),
+            Err(err) => {
+                let core = &self.shared.core;
+                core.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = %self.shared.name, error = %err, "hub publish failed");
+                Err(err)
+            }
+        }
+    }
+
     /// Publishing on the in-memory hub.
     fn publish_here(&self, event: Event) -> Result<String, EventError> {
         let mut state = lock(&self.shared.state);

@@ -1,12 +1,15 @@
 //! Hubs as separate server processes on a test-owned `redis-server`: how the Redis tests build
 //! nodes, wait for a subscription to be live, publish and read.
 
+#[cfg(feature = "redis")]
 use super::redis::{LaggingProxy, RedisServer};
 use futures_util::StreamExt;
 use std::time::Duration;
+#[cfg(feature = "redis")]
+use tower_sse::hub::{redis::RedisBroker, HubBuilder};
 use tower_sse::{
     decode::{Decoder, Message},
-    hub::{redis::RedisBroker, Hub, HubBuilder, Subscription},
+    hub::{Hub, Subscription},
     Event, LastEventId,
 };
 
@@ -15,10 +18,12 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub const MARKER: &str = "marker";
 
+#[cfg(feature = "redis")]
 pub fn node(server: &RedisServer) -> (Hub, RedisBroker) {
     node_with(server, Hub::builder())
 }
 
+#[cfg(feature = "redis")]
 pub fn node_with(server: &RedisServer, builder: HubBuilder) -> (Hub, RedisBroker) {
     let broker = RedisBroker::new(server.client())
         .publish_timeout(Duration::from_secs(2))
@@ -27,6 +32,7 @@ pub fn node_with(server: &RedisServer, builder: HubBuilder) -> (Hub, RedisBroker
 }
 
 /// A node whose every Redis reply arrives `delay` late.
+#[cfg(feature = "redis")]
 pub async fn lagging_node(
     server: &RedisServer,
     delay: Duration,
@@ -125,6 +131,7 @@ where
     }
 }
 
+#[cfg(feature = "redis")]
 pub async fn kill_pubsub_connections(server: &RedisServer) {
     let _: redis::Value = redis::cmd("CLIENT")
         .arg("KILL")

@@ -2,8 +2,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub mod hub;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(all(feature = "server", feature = "rustls"))]
@@ -447,4 +449,19 @@ pub fn come_back_retry(bytes: &[u8], why: &str) -> u64 {
     head[at + "retry: ".len()..]
         .parse()
         .unwrap_or_else(|_| panic!("{text:?}"))
+}
+
+/// A port in 20000..32000 that nothing listens on now, different per process and call.
+pub fn free_port(attempt: u64) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(attempt);
+    hasher.write_u32(std::process::id());
+    loop {
+        let port = 20_000 + (hasher.finish() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        hasher.write_u16(port);
+    }
 }

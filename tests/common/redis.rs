@@ -1,7 +1,7 @@
 //! A `redis-server` of the test's own, on a free loopback port, that it can kill and restart.
 
+use super::free_port;
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -107,21 +107,6 @@ impl RedisServer {
             .get_multiplexed_async_connection()
             .await
             .unwrap()
-    }
-}
-
-/// A port in 20000..32000 that nothing listens on now, different per process and call.
-fn free_port(attempt: u64) -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(attempt);
-    hasher.write_u32(std::process::id());
-    loop {
-        let port = 20_000 + (hasher.finish() % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-        hasher.write_u16(port);
     }
 }
 

@@ -200,8 +200,7 @@ impl RedisBroker {
     /// Bounds of the reconnection back-off: it starts at `min`, doubles per failed attempt up to
     /// `max`, each wait jittered. Default: 100 ms to 5 s.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        let min = crate::delay::saturate(min.max(Duration::from_millis(1)));
-        self.config.backoff = (min, crate::delay::saturate(max).max(min));
+        self.config.backoff = crate::delay::backoff_bounds(min, max);
         self
     }
 

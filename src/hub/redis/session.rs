@@ -4,6 +4,7 @@
 
 use super::{wire, Command, Inner, RedisBroker, Started};
 use crate::delay::jittered;
+use crate::hub::backoff::wait_tracking;
 use crate::hub::broker::{Feed, Snapshot, SyncTicket};
 use bytes::Bytes;
 use futures_core::Stream;
@@ -76,30 +77,18 @@ pub(super) async fn run(
             Err(_) => format!("no connection within {:?}", config.connect_timeout),
         };
         tracing::warn!(error = %why, retry_in = ?delay, "hub broker lost Redis");
-        if !wait_tracking(jittered(delay), &mut commands, &mut followed).await {
+        let track = |command| match command {
+            Command::Follow(topic) => {
+                followed.insert(topic);
+            }
+            Command::Unfollow(topic) => {
+                followed.remove(&topic);
+            }
+        };
+        if !wait_tracking(jittered(delay), &mut commands, track).await {
             return;
         }
         delay = (delay * 2).min(config.backoff.1);
-    }
-}
-
-/// Waits `delay`, still keeping track of what to follow. False when the hub is gone.
-async fn wait_tracking(
-    delay: Duration,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
-    followed: &mut HashSet<String>,
-) -> bool {
-    let sleep = tokio::time::sleep(delay);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            _ = &mut sleep => return true,
-            command = commands.recv() => match command {
-                None => return false,
-                Some(Command::Follow(topic)) => { followed.insert(topic); }
-                Some(Command::Unfollow(topic)) => { followed.remove(&topic); }
-            },
-        }
     }
 }
 

@@ -1,0 +1,407 @@
+//! Hubs in separate "processes" (each with its own pool and listening connection) sharing
+//! topics through a real PostgreSQL cluster that each test starts, kills and restarts itself.
+//!
+//! Each needs Debian's `postgresql`, so each is `#[ignore]`d: a plain `cargo test` lists them as
+//! ignored; `cargo test --all-features -- --ignored` (which `.ci/run` runs) runs them, and fails
+//! them when Postgres is missing.
+
+mod common;
+
+use common::hub::*;
+use common::postgres::PgServer;
+use futures_util::StreamExt;
+use std::time::Duration;
+use tower_sse::{
+    decode::Message,
+    hub::{postgres::PostgresBroker, Hub, HubBuilder, PublishError, HISTORY_LOST},
+    Event,
+};
+
+fn pg_node(server: &PgServer) -> (Hub, PostgresBroker) {
+    pg_node_with(server, Hub::builder())
+}
+
+fn pg_node_with(server: &PgServer, builder: HubBuilder) -> (Hub, PostgresBroker) {
+    let broker = PostgresBroker::new(server.pool(8))
+        .publish_timeout(Duration::from_secs(2))
+        .read_timeout(Duration::from_secs(2))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    (builder.broker(broker.clone()).build(), broker)
+}
+
+fn offsets(messages: &[Message]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| split_id(&m.last_event_id).1)
+        .collect()
+}
+
+/// Whether the offsets count up by one.
+fn consecutive(offsets: &[u64]) -> bool {
+    offsets.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn three_hubs_deliver_every_event_in_one_order() {
+    let server = PgServer::start().await;
+    let nodes: Vec<_> = (0..3).map(|_| pg_node(&server).0).collect();
+    let mut subs = Vec::new();
+    for hub in &nodes {
+        subs.push(live(hub, &nodes[0], "room").await);
+    }
+    let mut publishers = Vec::new();
+    for (n, hub) in nodes.iter().enumerate() {
+        let hub = hub.clone();
+        publishers.push(tokio::spawn(async move {
+            for i in 0..60 {
+                publish(&hub, "room", &format!("{n}:{i}")).await;
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for sub in &mut subs {
+        seen.push(take(sub, 180).await);
+    }
+    for other in &seen[1..] {
+        assert_eq!(data(other), data(&seen[0]), "one order on every node");
+    }
+    assert!(consecutive(&offsets(&seen[0])), "{:?}", offsets(&seen[0]));
+    for n in 0..3 {
+        let mine: Vec<String> = data(&seen[0])
+            .into_iter()
+            .filter(|d| d.starts_with(&format!("{n}:")))
+            .collect();
+        let expected: Vec<String> = (0..60).map(|i| format!("{n}:{i}")).collect();
+        assert_eq!(mine, expected, "each publisher's events in its own order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn an_event_exists_if_and_only_if_its_transaction_commits() {
+    let server = PgServer::start().await;
+    let pool = server.pool(4);
+    let (a, _) = pg_node(&server);
+    let (b, _) = pg_node(&server);
+    let mut sub = live(&b, &a, "orders").await;
+    sqlx::query("CREATE TABLE orders (item text)")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Rolled back: neither the row nor the event.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO orders VALUES ('lost')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let rolled = a
+        .topic("orders")
+        .publish_in(&mut tx, Event::message("lost"))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
+    // Committed, after a wait inside the transaction: delivered at commit, not before.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO orders VALUES ('tea')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let id = a
+        .topic("orders")
+        .publish_in(&mut tx, Event::message("tea"))
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), sub.next())
+            .await
+            .is_err(),
+        "nothing is delivered before the commit"
+    );
+    tx.commit().await.unwrap();
+    let got = take(&mut sub, 1).await;
+    assert_eq!(data(&got), ["tea"]);
+    assert_eq!(got[0].last_event_id, id, "the id publish_in returned");
+    assert_eq!(id, rolled, "a rollback takes up no id");
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT item FROM orders")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, [("tea".to_owned(),)]);
+    // The next plain publish follows without a gap.
+    let next = publish(&a, "orders", "after").await;
+    assert_eq!(split_id(&next).1, split_id(&id).1 + 1);
+    assert_eq!(data(&take(&mut sub, 1).await), ["after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn ids_follow_commit_order_under_concurrent_transactions() {
+    let server = PgServer::start().await;
+    let pool = server.pool(24);
+    let (a, _) = pg_node(&server);
+    let (b, _) = pg_node(&server);
+    let mut sub = live(&b, &a, "t").await;
+    let marker = split_id(&publish(&a, "t", "start").await).1;
+    take(&mut sub, 1).await;
+    let mut tasks = Vec::new();
+    for n in 0..80u64 {
+        let pool = pool.clone();
+        let hub = a.clone();
+        tasks.push(tokio::spawn(async move {
+            // A cheap deterministic shuffle: random-looking delays and outcomes per task.
+            let mix = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+            let mut tx = pool.begin().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(mix % 7)).await;
+            let id = hub
+                .topic("t")
+                .publish_in(&mut tx, Event::message(format!("{n}")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(mix % 11)).await;
+            let commit = mix % 3 != 0;
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            (n, id, commit)
+        }));
+    }
+    let mut committed = Vec::new();
+    for task in tasks {
+        let (n, id, commit) = task.await.unwrap();
+        if commit {
+            committed.push((split_id(&id).1, n.to_string()));
+        }
+    }
+    committed.sort();
+    let got = take(&mut sub, committed.len()).await;
+    let got: Vec<(u64, String)> = offsets(&got).into_iter().zip(data(&got)).collect();
+    assert_eq!(got, committed, "every commit once, at the id it was given");
+    let expected: Vec<u64> = (marker + 1..=marker + committed.len() as u64).collect();
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        expected,
+        "no gap left by the rollbacks, none out of order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_client_resumes_on_another_node_with_no_gap_and_no_duplicate() {
+    let server = PgServer::start().await;
+    let (a, _) = pg_node(&server);
+    let (b, _) = pg_node(&server);
+    for trial in 0..8 {
+        let topic = format!("resume-{trial}");
+        let mut first = live(&a, &a, &topic).await;
+        let publisher = {
+            let a = a.clone();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    publish(&a, &topic, &i.to_string()).await;
+                }
+            })
+        };
+        let seen = take(&mut first, 5 + trial).await;
+        let last = seen.last().unwrap().last_event_id.clone();
+        drop(first);
+        // Resumed on the other node while events keep coming.
+        let mut moved = b.topic(&topic).subscribe(Some(&id(&last)));
+        let rest = take(&mut moved, 40 - 5 - trial).await;
+        publisher.await.unwrap();
+        let all: Vec<String> = data(&seen).into_iter().chain(data(&rest)).collect();
+        assert_eq!(all, numbers(0..=39), "trial {trial}");
+        let offs: Vec<u64> = offsets(&seen).into_iter().chain(offsets(&rest)).collect();
+        assert!(consecutive(&offs), "trial {trial}: {offs:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_restarted_postgres_loses_no_event_and_closes_no_stream() {
+    let mut server = PgServer::start().await;
+    let (a, broker_a) = pg_node(&server);
+    let (b, broker_b) = pg_node(&server);
+    let mut sub = live(&b, &a, "t").await;
+    publish(&a, "t", "before").await;
+    assert_eq!(data(&take(&mut sub, 1).await), ["before"]);
+    server.kill();
+    let started = tokio::time::Instant::now();
+    let failed = a.topic("t").publish(Event::message("down")).await;
+    assert!(
+        matches!(
+            failed,
+            Err(PublishError::Unavailable(_) | PublishError::Timeout(_))
+        ),
+        "{failed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a publish fails in bounded time (its timeout is 2 s)"
+    );
+    eventually("the nodes notice", || async {
+        !broker_a.is_connected() && !broker_b.is_connected()
+    })
+    .await;
+    server.restart().await;
+    eventually("the nodes reconnect", || async {
+        broker_a.is_connected() && broker_b.is_connected()
+    })
+    .await;
+    let mut delivered = false;
+    for _ in 0..50 {
+        // The pool's connections died with the server; the first publishes may fail.
+        match a.topic("t").publish(Event::message("after")).await {
+            Ok(_) => {
+                delivered = true;
+                break;
+            }
+            Err(err) => eprintln!("after the restart: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "publishing works again");
+    assert_eq!(
+        data(&take(&mut sub, 1).await),
+        ["after"],
+        "the stream stayed open"
+    );
+    assert!(broker_b.reconnects() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_terminated_listener_catches_up_from_the_table() {
+    let server = PgServer::start().await;
+    let (a, _) = pg_node(&server);
+    let (b, broker_b) = pg_node(&server);
+    let mut sub = live(&b, &a, "t").await;
+    let mut admin = server.admin().await;
+    for round in 0..3 {
+        let killed: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'tower-sse' AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(!killed.is_empty(), "the listening connections are named");
+        // Published while the listeners are gone: read back from the table.
+        for i in 0..10 {
+            publish(&a, "t", &format!("{round}:{i}")).await;
+        }
+        let got = take(&mut sub, 10).await;
+        let expected: Vec<String> = (0..10).map(|i| format!("{round}:{i}")).collect();
+        assert_eq!(data(&got), expected);
+        assert!(consecutive(&offsets(&got)));
+    }
+    eventually("reconnected", || async { broker_b.reconnects() >= 3 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn retention_and_a_deleted_topic_are_told_as_history_lost() {
+    let server = PgServer::start().await;
+    let (a, _) = pg_node_with(&server, Hub::builder().history(5));
+    let (b, _) = pg_node_with(&server, Hub::builder().history(5));
+    let first = publish(&a, "t", "0").await;
+    for i in 1..70 {
+        publish(&a, "t", &i.to_string()).await;
+    }
+    let mut admin = server.admin().await;
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM tower_sse_events")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(rows <= 5 + 31, "trimmed by the publishes: {rows} rows");
+    // Resuming from an id the history no longer holds.
+    let mut sub = b.topic("t").subscribe(Some(&id(&first)));
+    let lost = item(&mut sub).await;
+    assert_eq!(decode(&lost)[0].event, HISTORY_LOST);
+    drop(sub);
+    // The topic deleted: the next publish starts a new epoch, and the old ids are lost.
+    let old = publish(&a, "t", "old").await;
+    sqlx::query("DELETE FROM tower_sse_topics")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let new = publish(&a, "t", "new").await;
+    assert_ne!(split_id(&new).0, split_id(&old).0, "a new epoch");
+    assert_eq!(split_id(&new).1, 1);
+    let mut sub = b.topic("t").subscribe(Some(&id(&old)));
+    let lost = item(&mut sub).await;
+    assert_eq!(decode(&lost)[0].event, HISTORY_LOST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn rows_that_are_not_events_never_become_one() {
+    let server = PgServer::start().await;
+    let (a, _) = pg_node(&server);
+    let (b, _) = pg_node(&server);
+    let mut sub = live(&b, &a, "t").await;
+    let before = b.stats().rejected;
+    let mut admin = server.admin().await;
+    let junk: [&[u8]; 5] = [
+        b"data: forged\n\nevent: x\ndata: y\n\n",
+        b"id: 999\ndata: forged\n\n",
+        b"\xff\xfe not utf-8",
+        b"",
+        b"@3:bob\n",
+    ];
+    for payload in junk {
+        // As a writer with access to the table would: the head moved, a row at it.
+        sqlx::query(
+            "WITH t AS (UPDATE tower_sse_topics SET head = head + 1 WHERE topic = 't' \
+             RETURNING epoch, head) \
+             INSERT INTO tower_sse_events (topic, epoch, \"offset\", payload) \
+             SELECT 't', epoch, head, $1 FROM t",
+        )
+        .bind(payload)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    sqlx::query("SELECT pg_notify('tower_sse', 't')")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    publish(&a, "t", "real").await;
+    let got = take(&mut sub, 1).await;
+    assert_eq!(data(&got), ["real"], "no forged event came first");
+    assert!(b.stats().rejected >= before + 4, "{:?}", b.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn an_exhausted_pool_fails_publishes_in_time_and_delivery_goes_on() {
+    let server = PgServer::start().await;
+    let pool = server.pool(1);
+    let broker = PostgresBroker::new(pool.clone()).publish_timeout(Duration::from_millis(500));
+    let a = Hub::builder().broker(broker).build();
+    let (b, _) = pg_node(&server);
+    let mut sub = live(&a, &b, "t").await;
+    // The app holds its pool's only connection.
+    let held = pool.acquire().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let failed = a.topic("t").publish(Event::message("x")).await;
+    assert!(
+        matches!(failed, Err(PublishError::Timeout(_))),
+        "{failed:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The node's own connection still delivers what others publish.
+    publish(&b, "t", "from b").await;
+    assert_eq!(data(&take(&mut sub, 1).await), ["from b"]);
+    drop(held);
+    publish(&a, "t", "from a").await;
+    assert_eq!(data(&take(&mut sub, 1).await), ["from a"]);
+}
