@@ -405,3 +405,174 @@ async fn an_exhausted_pool_fails_publishes_in_time_and_delivery_goes_on() {
     publish(&a, "t", "from a").await;
     assert_eq!(data(&take(&mut sub, 1).await), ["from a"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_topic_nobody_publishes_to_expires_and_starts_a_new_epoch() {
+    let server = PgServer::start().await;
+    let broker = PostgresBroker::new(server.pool(4))
+        .topic_ttl(Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    let a = Hub::builder().broker(broker).build();
+    let (b, _) = pg_node(&server);
+    let old = publish(&a, "t", "old").await;
+    let pool = server.pool(1);
+    eventually("the topic expires", || {
+        let pool = pool.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM tower_sse_topics")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n == 0
+        }
+    })
+    .await;
+    let mut admin = server.admin().await;
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM tower_sse_events")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(events, 0, "its history went with it");
+    let new = publish(&a, "t", "new").await;
+    assert_ne!(split_id(&new).0, split_id(&old).0);
+    assert_eq!(split_id(&new).1, 1);
+    let mut sub = b.topic("t").subscribe(Some(&id(&old)));
+    assert_eq!(decode(&item(&mut sub).await)[0].event, HISTORY_LOST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_history_that_went_back_gets_a_new_epoch_and_no_id_twice() {
+    let server = PgServer::start().await;
+    let (a, _) = pg_node(&server);
+    let (b, _) = pg_node(&server);
+    let mut sub = live(&b, &a, "t").await;
+    for i in 0..10 {
+        publish(&a, "t", &i.to_string()).await;
+    }
+    let seen = take(&mut sub, 10).await;
+    let epoch = split_id(&seen[0].last_event_id).0;
+    // As a restore from an older backup would leave it: the head and rows of three events ago.
+    let mut admin = server.admin().await;
+    let head = split_id(&seen[6].last_event_id).1;
+    sqlx::query("UPDATE tower_sse_topics SET head = $1")
+        .bind(head as i64)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM tower_sse_events WHERE \"offset\" > $1")
+        .bind(head as i64)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // The next publish takes an id the subscriber already holds for another event; the node
+    // that reads it sees the history went back.
+    publish(&a, "t", "reused").await;
+    let lost = item(&mut sub).await;
+    assert_eq!(decode(&lost)[0].event, HISTORY_LOST, "{lost:?}");
+    let next = publish(&a, "t", "next").await;
+    assert_ne!(split_id(&next).0, epoch, "a new epoch");
+    let got = take(&mut sub, 1).await;
+    assert_eq!(data(&got), ["next"]);
+    assert_eq!(got[0].last_event_id, next);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_batch_window_answers_a_burst_of_wake_ups_with_fewer_reads() {
+    let server = PgServer::start().await;
+    let (a, _) = pg_node(&server);
+    let broker = PostgresBroker::new(server.pool(4)).batch_window(Duration::from_millis(200));
+    let b = Hub::builder().broker(broker.clone()).build();
+    let mut sub = live(&b, &a, "t").await;
+    let (reads, wakeups) = (broker.reads(), broker.wakeups());
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            publish(&a, "t", &i.to_string()).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let got = take(&mut sub, 200).await;
+    assert!(consecutive(&offsets(&got)));
+    let (reads, wakeups) = (broker.reads() - reads, broker.wakeups() - wakeups);
+    println!("200 publishes: {wakeups} wake-ups, {reads} reads");
+    assert!(wakeups >= 150, "{wakeups} wake-ups");
+    assert!(reads * 2 <= wakeups, "{reads} reads for {wakeups} wake-ups");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn without_its_tables_a_broker_fails_publishes_until_the_app_migrates() {
+    let server = PgServer::start().await;
+    let pool = server.pool(4);
+    let broker = PostgresBroker::new(pool.clone())
+        .create_tables(false)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100));
+    let a = Hub::builder().broker(broker.clone()).build();
+    let failed = a.topic("t").publish(Event::message("x")).await;
+    match failed {
+        Err(PublishError::Unavailable(why)) => {
+            assert!(why.contains("tower_sse_topics"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    sqlx::raw_sql(tower_sse::hub::postgres::MIGRATION)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (b, _) = pg_node(&server);
+    let mut sub = live(&a, &b, "t").await;
+    publish(&a, "t", "works").await;
+    assert_eq!(data(&take(&mut sub, 1).await), ["works"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn odd_topic_names_are_carried_or_refused_with_a_typed_error() {
+    let server = PgServer::start().await;
+    let (a, _) = pg_node(&server);
+    let (b, _) = pg_node(&server);
+    // A NUL cannot be stored: a typed error, and the node goes on.
+    let nul = a.topic("a\0b").publish(Event::message("x")).await;
+    assert!(matches!(nul, Err(PublishError::Unavailable(_))), "{nul:?}");
+    let _watching = b.topic("a\0b").subscribe(None);
+    let long = "L".repeat(9000);
+    for topic in [
+        long.as_str(),
+        "quote'\"; DROP TABLE x; --",
+        "100%_",
+        "ünïcødé ☃",
+        "",
+    ] {
+        let mut sub = live(&b, &a, topic).await;
+        publish(&a, topic, "hi").await;
+        assert_eq!(data(&take(&mut sub, 1).await), ["hi"], "{:.20}", topic);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn publish_in_needs_the_postgres_engine_and_a_hub_made_id() {
+    let server = PgServer::start().await;
+    let pool = server.pool(2);
+    let memory = Hub::new();
+    let mut tx = pool.begin().await.unwrap();
+    let refused = memory
+        .topic("t")
+        .publish_in(&mut tx, Event::message("x"))
+        .await;
+    assert!(
+        matches!(refused, Err(PublishError::Unavailable(_))),
+        "{refused:?}"
+    );
+    let (a, _) = pg_node(&server);
+    let own = Event::builder().id("mine").data("x").build().unwrap();
+    let refused = a.topic("t").publish_in(&mut tx, own).await;
+    assert!(matches!(refused, Err(PublishError::OwnId)), "{refused:?}");
+    tx.rollback().await.unwrap();
+}

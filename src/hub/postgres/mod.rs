@@ -222,7 +222,8 @@ impl PostgresBroker {
 
     /// How long a topic nobody publishes to keeps its history and epoch. Default: 24 hours.
     /// Each publish starts it again; once it passes, the topic is deleted (by whichever node
-    /// looks first, about once a minute) and the next publish starts a new epoch.
+    /// looks first: each looks once a minute, or twice per time to live when that is shorter)
+    /// and the next publish starts a new epoch. At least 1 s.
     pub fn topic_ttl(mut self, ttl: Duration) -> Self {
         self.config.topic_ttl = crate::delay::saturate(ttl.max(Duration::from_secs(1)));
         self

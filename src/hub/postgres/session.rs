@@ -24,8 +24,13 @@ enum End {
 /// The most topics one read asks for; more are read in several.
 const BATCH: usize = 500;
 
-/// How often a node deletes the topics whose time to live has passed.
-const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+/// How often a node deletes the topics whose time to live has passed: once a minute, or twice
+/// per time to live when that is shorter.
+fn expire_every(ttl: Duration) -> Duration {
+    Duration::from_secs(60)
+        .min(ttl / 2)
+        .max(Duration::from_millis(100))
+}
 
 /// What the node knows of a followed topic.
 #[derive(Debug, Default)]
@@ -236,7 +241,7 @@ impl Session<'_> {
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
-        let mut expire = tokio::time::interval(EXPIRE_EVERY);
+        let mut expire = tokio::time::interval(expire_every(config.topic_ttl));
         expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let window = config.batch_window;
         loop {
