@@ -22,6 +22,16 @@
 //! PORT=3001 cargo run --example chat --features axum,redis -- --redis redis://127.0.0.1:6379
 //! ```
 //!
+//! With feature `postgres`, `--postgres URL` (or `DATABASE_URL`) shares the rooms through
+//! PostgreSQL instead, and every message is stored in a table `chat_messages` and published **in
+//! one transaction** (`Topic::publish_in`): a message is in the table if and only if the room
+//! received it.
+//!
+//! ```text
+//! cargo run --example chat --features axum,postgres -- --postgres postgres://app@127.0.0.1/app &
+//! PORT=3001 cargo run --example chat --features axum,postgres -- --postgres postgres://app@127.0.0.1/app
+//! ```
+//!
 //! The online count in join and leave notices is the server's own, and the page says so ("online
 //! on this server"): a count across servers would cost a heartbeat write per server per room on
 //! Redis and stay stale for a period after a server dies (see `tower_sse::hub::redis`).
@@ -76,14 +86,48 @@ impl Presence {
     }
 }
 
+/// Where messages are stored as they are published: nowhere, or (feature `postgres`) a table
+/// written in the publish's own transaction.
+#[derive(Clone, Default)]
+struct Store {
+    #[cfg(feature = "postgres")]
+    pool: Option<sqlx::PgPool>,
+}
+
 #[derive(Clone, FromRef)]
 struct AppState {
     hub: Hub,
     presence: Presence,
+    store: Store,
 }
 
 /// The application: every SSE route is configured by the one `SseLayer` at the bottom.
 pub fn app(hub: Hub) -> Router {
+    router(hub, Store::default())
+}
+
+/// The hub shared with every other server on the Postgres at `url`, and the application on it
+/// that stores each message in `chat_messages` in the transaction that publishes it.
+///
+/// # Errors
+///
+/// Postgres cannot be reached, or the table cannot be made.
+#[cfg(feature = "postgres")]
+pub async fn postgres_app(url: &str) -> Result<(Hub, Router), sqlx::Error> {
+    let pool = sqlx::PgPool::connect(url).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS chat_messages (\
+         id bigserial PRIMARY KEY, room text NOT NULL, author text NOT NULL, \
+         body text NOT NULL, event_id text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&pool)
+    .await?;
+    let hub = Hub::builder().history(500).postgres(pool.clone()).build();
+    let app = router(hub.clone(), Store { pool: Some(pool) });
+    Ok((hub, app))
+}
+
+fn router(hub: Hub, store: Store) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/rooms/{room}/events", get(events))
@@ -91,6 +135,7 @@ pub fn app(hub: Hub) -> Router {
         .with_state(AppState {
             hub,
             presence: Presence::default(),
+            store,
         })
         .layer(
             SseLayer::new()
@@ -117,20 +162,19 @@ pub fn redis_hub(url: &str) -> Result<Hub, redis::RedisError> {
         .build())
 }
 
-/// `--redis URL`, or `REDIS_URL`.
-fn redis_url() -> Option<String> {
+/// `--<flag> URL` (or `--<flag>=URL`), or the environment variable `var`.
+fn url_of(flag: &str, var: &str) -> Option<String> {
     let mut args = std::env::args().skip(1);
+    let long = format!("--{flag}");
     while let Some(arg) = args.next() {
-        if arg == "--redis" {
+        if arg == long {
             return args.next();
         }
-        if let Some(url) = arg.strip_prefix("--redis=") {
+        if let Some(url) = arg.strip_prefix(&format!("{long}=")) {
             return Some(url.to_owned());
         }
     }
-    std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
+    std::env::var(var).ok().filter(|url| !url.is_empty())
 }
 
 #[derive(Deserialize)]
@@ -226,6 +270,7 @@ struct Message {
 
 async fn send(
     State(hub): State<Hub>,
+    State(store): State<Store>,
     Path(room): Path<String>,
     Json(message): Json<Message>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), (StatusCode, &'static str)> {
@@ -236,18 +281,52 @@ async fn send(
             "text must be 1 to 2000 characters",
         ));
     }
-    let data = serde_json::json!({ "user": clean_name(message.user), "text": text });
+    let user = clean_name(message.user);
+    let data = serde_json::json!({ "user": user, "text": text });
     let event = Event::builder()
         .event("message")
         .data(data.to_string())
         .build()
         .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "bad event"))?;
+    #[cfg(feature = "postgres")]
+    if let Some(pool) = &store.pool {
+        let id = store_and_publish(pool, &hub.topic(&room), &user, text, event)
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "message not stored");
+                (StatusCode::SERVICE_UNAVAILABLE, "publish failed")
+            })?;
+        return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id }))));
+    }
+    let _ = store;
     let id = hub
         .topic(&room)
         .publish(event)
         .await
         .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "publish failed"))?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id }))))
+}
+
+/// Stores the message and publishes its event in one transaction: both happen, or neither.
+#[cfg(feature = "postgres")]
+async fn store_and_publish(
+    pool: &sqlx::PgPool,
+    topic: &Topic,
+    user: &str,
+    text: &str,
+    event: Event,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let mut tx = pool.begin().await?;
+    let id = topic.publish_in(&mut tx, event).await?;
+    sqlx::query("INSERT INTO chat_messages (room, author, body, event_id) VALUES ($1, $2, $3, $4)")
+        .bind(topic.name())
+        .bind(user)
+        .bind(text)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 #[tokio::main]
@@ -260,23 +339,41 @@ async fn main() -> std::io::Result<()> {
         listener.local_addr()?
     );
 
-    let hub =
-        match redis_url() {
-            None => hub(),
-            #[cfg(feature = "redis")]
-            Some(url) => {
-                println!("chat: rooms shared through {url}");
-                redis_hub(&url).map_err(std::io::Error::other)?
-            }
-            #[cfg(not(feature = "redis"))]
-            Some(_) => return Err(std::io::Error::other(
-                "--redis needs the `redis` feature: cargo run --example chat --features axum,redis",
-            )),
-        };
-    let shutdown_hub = hub.clone();
+    let (app, hub) = match (url_of("postgres", "DATABASE_URL"), url_of("redis", "REDIS_URL")) {
+        (Some(_), Some(_)) => {
+            return Err(std::io::Error::other(
+                "--postgres and --redis: choose one engine",
+            ))
+        }
+        #[cfg(feature = "postgres")]
+        (Some(url), None) => {
+            println!("chat: rooms shared, and messages stored, through Postgres");
+            let (hub, app) = postgres_app(&url).await.map_err(std::io::Error::other)?;
+            (app, hub)
+        }
+        #[cfg(not(feature = "postgres"))]
+        (Some(_), None) => return Err(std::io::Error::other(
+            "--postgres needs the `postgres` feature: cargo run --example chat --features axum,postgres",
+        )),
+        #[cfg(feature = "redis")]
+        (None, Some(url)) => {
+            println!("chat: rooms shared through {url}");
+            let hub = redis_hub(&url).map_err(std::io::Error::other)?;
+            (app(hub.clone()), hub)
+        }
+        #[cfg(not(feature = "redis"))]
+        (None, Some(_)) => return Err(std::io::Error::other(
+            "--redis needs the `redis` feature: cargo run --example chat --features axum,redis",
+        )),
+        (None, None) => {
+            let hub = hub();
+            (app(hub.clone()), hub)
+        }
+    };
+    let shutdown_hub = hub;
     // Close clients that accept nothing for 30 s (stalled or vanished peers).
     let listener = SendTimeoutListener::new(listener, Duration::from_secs(30));
-    axum::serve(listener, app(hub))
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             // End every stream, so the server can exit: a final event, then the block that

@@ -196,12 +196,12 @@ async fn start_https_server() -> SocketAddr {
     addr
 }
 
-/// Two chat servers sharing their rooms through a Redis of the test's own, and a TCP proxy to
-/// the second that a POST to `control/switch` turns to the first, cutting every connection: a
-/// load balancer moving clients to another server.
-#[cfg(feature = "redis")]
+/// Two chat servers sharing their rooms through an engine of the test's own (a Redis, a
+/// Postgres), and a TCP proxy to the second that a POST to `control/switch` turns to the first,
+/// cutting every connection: a load balancer moving clients to another server.
+#[cfg(any(feature = "redis", feature = "postgres"))]
 struct Cluster {
-    _redis: common::redis::RedisServer,
+    _engine: Box<dyn std::any::Any + Send>,
     first: SocketAddr,
     proxy: SocketAddr,
     control: SocketAddr,
@@ -209,10 +209,17 @@ struct Cluster {
 
 #[cfg(feature = "redis")]
 async fn start_cluster() -> Option<Cluster> {
-    use std::sync::Mutex;
     let redis = common::redis::RedisServer::start().await;
-    let first = serve(chat::app(chat::redis_hub(&redis.url()).unwrap())).await;
-    let second = serve(chat::app(chat::redis_hub(&redis.url()).unwrap())).await;
+    let first = chat::app(chat::redis_hub(&redis.url()).unwrap());
+    let second = chat::app(chat::redis_hub(&redis.url()).unwrap());
+    Some(cluster_of(Box::new(redis), first, second).await)
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+async fn cluster_of(engine: Box<dyn std::any::Any + Send>, first: Router, second: Router) -> Cluster {
+    use std::sync::Mutex;
+    let first = serve(first).await;
+    let second = serve(second).await;
 
     let target = Arc::new(Mutex::new(second));
     let open: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
@@ -238,12 +245,12 @@ async fn start_cluster() -> Option<Cluster> {
         async { "switched" }
     };
     let control = serve(Router::new().route("/switch", axum::routing::post(switch))).await;
-    Some(Cluster {
-        _redis: redis,
+    Cluster {
+        _engine: engine,
         first,
         proxy,
         control,
-    })
+    }
 }
 
 async fn serve(app: Router) -> SocketAddr {
@@ -382,4 +389,43 @@ async fn eventsource_in_chromium() {
     } else {
         println!("the two-node chat check did not run: it needs feature `redis` and redis-server");
     }
+}
+
+/// Two chat servers on one Postgres, as the Redis pair above: a message posted on one reaches a
+/// page on the other; that page, moved to the first server, resumes from its `Last-Event-ID`
+/// with every message once, in order; and every message is in `chat_messages` with the id its
+/// event had.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, Node, `npm ci --prefix tests/browser` and postgres"]
+async fn two_chat_servers_on_one_postgres_in_chromium() {
+    let server = common::postgres::PgServer::start().await;
+    let (_, first) = chat::postgres_app(&server.url()).await.unwrap();
+    let (_, second) = chat::postgres_app(&server.url()).await.unwrap();
+    let pool = server.pool(2);
+    let cluster = cluster_of(Box::new(server), first, second).await;
+    let args = [cluster.first, cluster.proxy, cluster.control].map(|a| format!("http://{a}"));
+    let results: Value = common::run_in_chromium("cluster.mjs", &args).await;
+    println!("browser results: {results}");
+    let cluster = &results["cluster"];
+    let said = [
+        "carol: one",
+        "carol: two while dave moves",
+        "carol: three while dave moves",
+        "carol: four",
+    ];
+    assert_eq!(cluster["messages"], json!(said), "{cluster}");
+    assert!(cluster["opens"].as_u64().unwrap() >= 2, "{cluster}");
+    let stored: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT author, body, event_id FROM chat_messages ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let lines: Vec<String> = stored.iter().map(|(a, b, _)| format!("{a}: {b}")).collect();
+    assert_eq!(lines, said, "stored as delivered");
+    let offsets: Vec<u64> = stored
+        .iter()
+        .map(|(_, _, id)| id.rsplit_once('-').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
 }

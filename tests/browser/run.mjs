@@ -4,6 +4,7 @@
 // usage: node run.mjs <base url of the test server> <base url of the chat example>
 //                     <base url of the server with a stream limit> <base url of the HTTPS server>
 //                     <chat server 1> <proxy to chat server 2> <proxy control> (or "-" each)
+import { cluster } from "./cluster.mjs";
 import { launch } from "./launch.mjs";
 
 const [base, chatBase, limitedBase, httpsBase, nodeOne, nodeTwo, control] = process.argv.slice(2);
@@ -192,57 +193,7 @@ try {
   // Two chat servers sharing rooms through Redis: carol on the first, dave (through a proxy) on
   // the second; then dave's server goes away and his page reconnects to the first.
   if (nodeOne !== "-") {
-    const carol = await context.newPage();
-    const dave = await context.newPage();
-    await dave.addInitScript(() => {
-      window.__opens = 0;
-      const Original = window.EventSource;
-      window.EventSource = function (url, init) {
-        const source = new Original(url, init);
-        source.addEventListener("open", () => window.__opens++);
-        return source;
-      };
-    });
-    await carol.goto(`${nodeOne}/?room=cluster&user=carol`);
-    await dave.goto(`${nodeTwo}/?room=cluster&user=dave`);
-    for (const p of [carol, dave]) {
-      await p.waitForFunction(() => document.getElementById("status").textContent === "online");
-    }
-    const say = async (text) => {
-      const res = await carol.evaluate(
-        (text) =>
-          fetch("/rooms/cluster/messages", {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ user: "carol", text }),
-          }).then((r) => r.status),
-        text,
-      );
-      if (res !== 202) throw new Error(`post ${text}: ${res}`);
-    };
-    const daveHas = (text) =>
-      dave.waitForFunction((t) => document.getElementById("log").textContent.includes(t), text, {
-        timeout: 15000,
-      });
-    // Until dave's stream is live on the second server, a message may reach him as recent
-    // history instead; wait for one that arrives live.
-    await say("one");
-    await daveHas("carol: one");
-    const switched = await fetch(`${control}/switch`, { method: "POST" });
-    if (!switched.ok) throw new Error("switch failed");
-    await say("two while dave moves");
-    await say("three while dave moves");
-    await dave.waitForFunction(() => window.__opens >= 2, null, { timeout: 15000 });
-    await say("four");
-    await daveHas("carol: four");
-    results.cluster = {
-      opens: await dave.evaluate(() => window.__opens),
-      messages: await dave.evaluate(() =>
-        [...document.querySelectorAll("#log li")]
-          .filter((li) => !li.classList.contains("notice"))
-          .map((li) => li.textContent),
-      ),
-    };
+    results.cluster = await cluster(context, nodeOne, nodeTwo, control);
   }
 } catch (err) {
   results.error = String(err && err.stack ? err.stack : err);
