@@ -18,7 +18,10 @@
 //!   gap. `follow` is also how the hub asks for a fresh read: when it sees a gap, or when a
 //!   client resumes from an id this hub has not received yet.
 //! - When the broker loses its connection it calls [`Feed::disconnected`], reconnects, follows
-//!   again what it followed, and reads each topic again, so subscribers see no gap.
+//!   again what it followed, and reads each topic again, so subscribers see no gap. An engine
+//!   whose history holds every event in offset order (the Postgres engine's table) may instead
+//!   deliver, once reconnected, every event after the newest it delivered, and make again the
+//!   reads the hub was still waiting for.
 //!
 //! Every read belongs to one ticket, and only the newest ticket of a topic counts: an answer
 //! that arrives after the topic was unfollowed and followed again, or after a disconnect, is
@@ -45,8 +48,9 @@ pub type BrokerFuture = Pin<Box<dyn Future<Output = Result<Position, PublishErro
 /// An engine that shares a hub's topics between hubs (server processes): orders each topic's
 /// events, keeps their history, and delivers them to every hub that follows the topic.
 ///
-/// See the [module docs](self) for the contract. The crate's engine is
-/// `RedisBroker`, in the `redis` module (feature `redis`).
+/// See the [module docs](self) for the contract. The crate's engines are `RedisBroker`, in the
+/// `redis` module (feature `redis`), and `PostgresBroker`, in the `postgres` module (feature
+/// `postgres`).
 pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Called once, when the hub is built: where to deliver events and histories.
     fn attach(&self, feed: Feed);

@@ -41,14 +41,16 @@
 //!
 //! # Many processes
 //!
-//! A hub built with a [`Broker`] ([`HubBuilder::broker`], or `HubBuilder::redis` with feature
-//! `redis`) shares its topics with every hub on the same broker: handlers do not change. The
+//! A hub built with a [`Broker`] ([`HubBuilder::broker`], `HubBuilder::redis` with feature
+//! `redis`, or `HubBuilder::postgres` with feature `postgres`) shares its topics with every hub on the same broker: handlers do not change. The
 //! broker orders each topic's events and numbers them `<epoch>-<offset>`; a client resumes from
 //! its `Last-Event-ID` on any of the hubs; an id from a lost history (another epoch) gets
 //! [`HISTORY_LOST`]. Events published with their own id are refused
 //! ([`PublishError::OwnId`]): only broker-made ids can be resumed from anywhere. Each hub
 //! still fans out locally through its ring, so everything below holds per process. See
-//! [`broker`] for the contract and the `redis` module for the Redis engine.
+//! [`broker`] for the contract, the `redis` module for the Redis engine and the `postgres`
+//! module for the Postgres engine (where `Topic::publish_in` publishes inside the app's own
+//! transaction).
 //!
 //! A subscription on a topic that has no other subscriber in this process starts once the hub
 //! follows the topic and has read its newest history from the broker (a round trip): without a

@@ -363,6 +363,30 @@ impl Session<'_> {
                 }
             }
         }
+        let result = self.answer_all(listener, &asks, &mut again).await;
+        if result.is_err() {
+            // The hub still awaits the reads it handed out tickets for: the next connection
+            // makes them again.
+            again.extend(
+                asks.into_iter()
+                    .filter(|a| a.ticket.is_some())
+                    .map(|a| a.topic),
+            );
+        }
+        for topic in again {
+            self.topics.resync(&topic);
+        }
+        result
+    }
+
+    /// Reads `asks` in batches and hands each answer to the hub; the topics whose history must
+    /// be read (again) go to `again`.
+    async fn answer_all(
+        &mut self,
+        listener: &mut PgListener,
+        asks: &[Ask],
+        again: &mut Vec<String>,
+    ) -> Result<(), End> {
         for batch in asks.chunks(BATCH) {
             let topics: Vec<(&str, &Known)> = batch
                 .iter()
@@ -377,9 +401,6 @@ impl Session<'_> {
                     again.push(ask.topic.clone());
                 }
             }
-        }
-        for topic in again {
-            self.topics.resync(&topic);
         }
         Ok(())
     }
