@@ -587,3 +587,38 @@ async fn publish_in_needs_the_postgres_engine_and_a_hub_made_id() {
     assert!(matches!(refused, Err(PublishError::OwnId)), "{refused:?}");
     tx.rollback().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs postgres"]
+async fn a_publish_that_times_out_behind_a_long_transaction_is_not_published_later() {
+    let server = PgServer::start().await;
+    let pool = server.pool(4);
+    let broker = PostgresBroker::new(server.pool(4)).publish_timeout(Duration::from_millis(300));
+    let a = Hub::builder().broker(broker).build();
+    let (b, _) = pg_node(&server);
+    let mut sub = live(&b, &a, "t").await;
+    // A transaction that publishes and then takes its time holds the topic.
+    let mut slow = pool.begin().await.unwrap();
+    let held = a
+        .topic("t")
+        .publish_in(&mut slow, Event::message("slow"))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let failed = a.topic("t").publish(Event::message("gave up")).await;
+    assert!(
+        matches!(failed, Err(PublishError::Timeout(_))),
+        "{failed:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow.commit().await.unwrap();
+    let next = publish(&a, "t", "next").await;
+    assert_eq!(split_id(&next).1, split_id(&held).1 + 1, "no id was taken");
+    let got = take(&mut sub, 2).await;
+    assert_eq!(
+        data(&got),
+        ["slow", "next"],
+        "the publish given up on never lands"
+    );
+}

@@ -85,7 +85,10 @@
 //! and reads what its subscribers missed from the table. While Postgres is unreachable, a
 //! publish fails within [`publish_timeout`](PostgresBroker::publish_timeout) (the pool's
 //! waiting included), and at most [`max_pending`](PostgresBroker::max_pending) publishes wait
-//! at once. A publish that timed out may still have committed: its event is then delivered.
+//! at once. A publish runs in a transaction of its own whose statements Postgres cancels at the
+//! timeout (`statement_timeout`, set for that transaction only), so a publish that timed out
+//! waiting (for a topic held by a long transaction, say) is not published later behind the
+//! caller's back; only one whose commit was already under way at the timeout may still land.
 //!
 //! Whatever the tables hold that is not an event this crate encoded is dropped and counted
 //! ([`HubStats::rejected`](super::HubStats::rejected)); its offset is passed over, so it costs
@@ -378,6 +381,7 @@ impl Broker for PostgresBroker {
                 .try_acquire_owned()
                 .map_err(|_| PublishError::Overloaded)?;
             let limit = started.config.publish_timeout;
+            let deadline = tokio::time::Instant::now() + limit;
             let work = async {
                 broker.wait_ready(started).await?;
                 let mut conn = broker
@@ -386,9 +390,16 @@ impl Broker for PostgresBroker {
                     .acquire()
                     .await
                     .map_err(|err| PublishError::Unavailable(sql::describe(&err)))?;
-                sql::publish(&mut conn, &topic, &event, &random_tag(12), started)
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                sql::publish_alone(&mut conn, &topic, &event, &random_tag(12), started, left)
                     .await
-                    .map_err(|err| PublishError::Unavailable(sql::describe(&err)))
+                    .map_err(|err| {
+                        if sql::timed_out(&err) {
+                            PublishError::Timeout(limit)
+                        } else {
+                            PublishError::Unavailable(sql::describe(&err))
+                        }
+                    })
             };
             match tokio::time::timeout(limit, work).await {
                 Ok(result) => result,

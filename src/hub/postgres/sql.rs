@@ -132,6 +132,27 @@ pub(super) async fn publish(
     })
 }
 
+/// Publishes `event` in a transaction of its own on `conn`, whose statements Postgres cancels
+/// after `limit` (so that a publish the caller gave up on is not made later).
+pub(super) async fn publish_alone(
+    conn: &mut PgConnection,
+    topic: &str,
+    event: &Event,
+    new_epoch: &str,
+    started: &Started,
+    limit: Duration,
+) -> Result<Position, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let ms = crate::delay::millis(limit).max(1);
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(ms.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let position = publish(&mut tx, topic, event, new_epoch, started).await?;
+    tx.commit().await?;
+    Ok(position)
+}
+
 /// What a reader holds of a topic: the epoch and newest offset to read after.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Known {
@@ -232,6 +253,11 @@ pub(super) async fn expire(conn: &mut PgListener, ttl: Duration) -> Result<u64, 
     let ms = i64::try_from(crate::delay::millis(ttl)).unwrap_or(i64::MAX);
     let done = sqlx::query(EXPIRE).bind(ms).execute(conn).await?;
     Ok(done.rows_affected())
+}
+
+/// Whether Postgres cancelled the statement at its `statement_timeout` (SQLSTATE 57014).
+pub(super) fn timed_out(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 /// An error as text for logs and [`PublishError`](crate::hub::PublishError): Postgres's own
