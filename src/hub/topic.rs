@@ -283,6 +283,7 @@ impl Topic {
     /// [the engine's docs](super::postgres#transactional-publish)): keep it short.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn f(hub: tower_sse::hub::Hub, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
     /// let mut tx = pool.begin().await?;
     /// sqlx::query("UPDATE stock SET left = left - 1 WHERE item = 'tea'").execute(&mut *tx).await?;

@@ -56,12 +56,26 @@
 //!
 //! **Epoch**: deleting a topic's row (by the time to live, by hand, or a truncated table) makes
 //! the next publish start a new epoch; an id of the old one is answered with `history-lost`,
-//! never taken for a position. A history restored from an older backup, whose newest offset is
-//! behind what a running node has delivered, is given a new epoch by the first node that reads
-//! it, so no id is ever handed out twice for two events. (Nodes started after such a restore
-//! cannot tell; after restoring, run `DELETE FROM tower_sse_topics` so every topic starts
-//! over.) A deleted history — rows removed from `tower_sse_events` — is told as
-//! `history-lost` to a client that resumes from before it.
+//! never taken for a position. Deleted rows of `tower_sse_events` are told as `history-lost` to
+//! a client that resumes from before them.
+//!
+//! **Restores**: a database restored from an older backup holds an older history under the same
+//! epoch. A node that follows the topic numbers its publishes past the newest offset it has
+//! delivered, and a node that reads the topic checks that the row at the newest offset it
+//! delivered still holds that event (by its digest) and that the head did not go back; when
+//! either fails it gives the topic a new epoch, rows and all: its subscribers are told
+//! `history-lost`, then receive the topic's history as the table holds it, under the new epoch's
+//! ids (so events restored from the backup may come again, under ids of their own). So no client receives two events under one id, and a client that resumes
+//! from before the restore is told `history-lost`, never handed another event under its id.
+//! What this cannot cover: a publish made by a node that does not follow the topic, before any
+//! node has read it, returns an id of the old epoch that clients of the restored history may
+//! hold for another event (its event is then delivered under the new epoch's id). Nodes started
+//! after the restore know nothing older than the table. After restoring, run
+//! `DELETE FROM tower_sse_topics` before the app serves again: every topic then starts over.
+//!
+//! Topic names are stored as they are, up to [`MAX_TOPIC_BYTES`] (a key of Postgres's indexes
+//! holds about 2,700 bytes); a longer name, or one with a NUL character (which `text` cannot
+//! hold), is refused with [`PublishError::Unavailable`], and its subscribers wait for nothing.
 //!
 //! # Delivery
 //!
@@ -98,6 +112,8 @@
 
 mod session;
 mod sql;
+
+pub use sql::MAX_TOPIC_BYTES;
 
 use super::broker::{Broker, BrokerFuture, Feed, Position};
 use super::id::random_tag;
@@ -146,6 +162,8 @@ pub struct PostgresBroker {
 struct Inner {
     pool: PgPool,
     started: OnceLock<Started>,
+    /// The hub's side: the newest position it holds of a topic is the floor of its publishes.
+    feed: OnceLock<Feed>,
     connected: AtomicBool,
     reconnects: AtomicU64,
     /// Reads made by the listening connection (each answers every topic that woke).
@@ -200,6 +218,7 @@ impl PostgresBroker {
             inner: Arc::new(Inner {
                 pool,
                 started: OnceLock::new(),
+                feed: OnceLock::new(),
                 connected: AtomicBool::new(false),
                 reconnects: AtomicU64::new(0),
                 reads: AtomicU64::new(0),
@@ -314,9 +333,22 @@ impl PostgresBroker {
     ) -> Result<Position, PublishError> {
         let started = self.started()?;
         self.wait_ready(started).await?;
-        sql::publish(conn, topic, event, &random_tag(12), started)
-            .await
-            .map_err(|err| PublishError::Unavailable(sql::describe(&err)))
+        let delivered = self.delivered(topic);
+        sql::publish(
+            conn,
+            topic,
+            event,
+            &random_tag(12),
+            started,
+            delivered.as_ref(),
+        )
+        .await
+        .map_err(|err| PublishError::Unavailable(sql::describe(&err)))
+    }
+
+    /// The newest position the hub holds of `topic`: a publish numbers past it.
+    fn delivered(&self, topic: &str) -> Option<Position> {
+        self.inner.feed.get()?.last_position(topic)
     }
 
     fn started(&self) -> Result<&Started, PublishError> {
@@ -364,6 +396,7 @@ impl Broker for PostgresBroker {
             );
             return;
         }
+        let _ = self.inner.feed.set(feed.clone());
         if !self.config.create_tables {
             self.inner.ready.send_replace(true);
         }
@@ -391,7 +424,10 @@ impl Broker for PostgresBroker {
                     .await
                     .map_err(|err| PublishError::Unavailable(sql::describe(&err)))?;
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                sql::publish_alone(&mut conn, &topic, &event, &random_tag(12), started, left)
+                let delivered = broker.delivered(&topic);
+                let epoch = random_tag(12);
+                let floor = delivered.as_ref();
+                sql::publish_alone(&mut conn, &topic, &event, &epoch, started, floor, left)
                     .await
                     .map_err(|err| {
                         if sql::timed_out(&err) {

@@ -338,9 +338,16 @@ impl Session<'_> {
                     followed.known = Some(Known::default());
                     continue;
                 }
+                // What the node read at the hub's newest position, if that is where it is: the
+                // read checks the table still holds that event there.
+                let digest = followed.known.as_ref().and_then(|k| {
+                    let p = ticket.after()?;
+                    (k.epoch == p.epoch && k.offset == p.offset).then(|| k.digest.clone())?
+                });
                 let known = ticket.after().map_or_else(Known::default, |p| Known {
                     epoch: p.epoch.clone(),
                     offset: p.offset,
+                    digest,
                 });
                 asks.push(Ask {
                     topic,
@@ -416,19 +423,25 @@ impl Session<'_> {
             // Unfollowed meanwhile.
             return Ok(false);
         };
-        // A history that went back (restored from an older backup): a new epoch, so that no id
-        // is handed out twice; the next read tells subscribers history-lost.
+        // A history that is not the one delivered (restored from an older backup: the head went
+        // back, or the event at the last offset delivered is another): a new epoch, rows and
+        // all, so that no client receives two events under one id; the next read tells
+        // subscribers history-lost.
         if let Some((epoch, head)) = &answer.head {
-            if !ask.known.epoch.is_empty() && *epoch == ask.known.epoch && *head < ask.known.offset
-            {
+            let ours = !ask.known.epoch.is_empty() && *epoch == ask.known.epoch;
+            let went_back = ours && *head < ask.known.offset;
+            let replaced =
+                ours && matches!((&ask.known.digest, &answer.anchor), (Some(d), Some(a)) if d != a);
+            if went_back || replaced {
                 tracing::warn!(
                     topic = %ask.topic,
                     held = ask.known.offset,
                     head,
-                    "the topic's history in Postgres went back (restored?); starting a new epoch"
+                    "the topic's history in Postgres is not the one delivered (restored?); \
+                     starting a new epoch"
                 );
-                let epoch = random_tag(12);
-                let fence = sql::fence(&mut *listener, &ask.topic, &ask.known, &epoch);
+                let new_epoch = random_tag(12);
+                let fence = sql::fence(&mut *listener, &ask.topic, epoch, &new_epoch);
                 self.answered("new epoch", fence).await?;
                 return Ok(true);
             }
@@ -438,6 +451,11 @@ impl Session<'_> {
                 Some((epoch, head)) => Known {
                     epoch: epoch.clone(),
                     offset: *head,
+                    digest: answer
+                        .events
+                        .iter()
+                        .find(|(offset, ..)| offset == head)
+                        .and_then(|(.., digest)| digest.clone()),
                 },
                 None => Known::default(),
             });
@@ -462,11 +480,12 @@ impl Session<'_> {
             // More than a history's worth, or rows missing: the history decides.
             return Ok(true);
         }
-        for (offset, at, payload) in events {
+        for (offset, at, payload, digest) in events {
             if offset <= known.offset {
                 continue;
             }
             known.offset = offset;
+            known.digest = digest;
             self.feed.event_at(&ask.topic, &epoch, offset, at, payload);
         }
         // Positions the table no longer holds (deleted by hand): the history decides.

@@ -12,13 +12,17 @@ const MIGRATION_LOCK: i64 = 0x746f_7765_722d_7373;
 
 /// Numbers, stores and announces one event, in one statement: the topic's row is made (with a
 /// new epoch) or its head counted up (which locks it until the transaction ends), the event is
-/// stored at the new head, and the topic's name is `NOTIFY`ed (delivered at commit; a name too
-/// long for a notification's payload is sent as `''`, which wakes every node for all it follows).
+/// stored at the new head, and the topic's name is `NOTIFY`ed (delivered at commit). The head
+/// counts up from the newest offset the publishing node has delivered (`$6`, in its epoch `$5`)
+/// when that is ahead of the table's: a history restored from an older backup never makes a
+/// node that follows the topic hand out an id it has delivered already.
 const PUBLISH: &str = r#"
 WITH t AS (
     INSERT INTO tower_sse_topics AS t (topic, epoch, head)
     VALUES ($1, $2, 1)
-    ON CONFLICT (topic) DO UPDATE SET head = t.head + 1, touched = now()
+    ON CONFLICT (topic) DO UPDATE
+        SET head = CASE WHEN t.epoch = $5 THEN GREATEST(t.head, $6) ELSE t.head END + 1,
+            touched = now()
     RETURNING t.epoch, t.head
 ), e AS (
     INSERT INTO tower_sse_events (topic, epoch, "offset", payload)
@@ -26,7 +30,7 @@ WITH t AS (
     RETURNING epoch, "offset"
 )
 SELECT e.epoch, e."offset"
-FROM e, LATERAL (SELECT pg_notify($4, CASE WHEN octet_length($1) < 7900 THEN $1 ELSE '' END)) n
+FROM e, LATERAL (SELECT pg_notify($4, $1)) n
 "#;
 
 /// Trims a topic's history: older epochs, offsets at or below `$3`, and (when `$4` > 0) events
@@ -39,18 +43,24 @@ WHERE topic = $1
 "#;
 
 /// Reads many topics at once. Per topic (`$1`, with the epoch `$2` and newest offset `$3` the
-/// reader holds): its epoch and head (null: no such topic), and its newest events after what the
-/// reader holds (all of the current epoch when the reader's is another), at most `$4`, newest
-/// first, each with its age in ms by the database's clock. A topic with no such event comes back
-/// as one row with null event columns.
+/// reader holds): its epoch and head (null: no such topic), the digest of the row at the
+/// reader's offset (null when there is none: how the reader tells that the history it holds is
+/// still the table's), and its newest events after what the reader holds (all of the current
+/// epoch when the reader's is another), at most `$4`, newest first, each with its age in ms by
+/// the database's clock and its digest. A topic with no such event comes back as one row with
+/// null event columns.
 const READ: &str = r#"
-SELECT k.i, t.epoch, t.head, e."offset", e.age, e.payload
+SELECT k.i, t.epoch, t.head, e."offset", e.age, e.payload, e.digest,
+       (SELECT md5(a.payload) FROM tower_sse_events a
+        WHERE a.topic = k.topic AND a.epoch = t.epoch AND a."offset" = k.after
+          AND t.epoch = k.epoch) AS anchor
 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS k(topic, epoch, after, i)
 LEFT JOIN tower_sse_topics t ON t.topic = k.topic
 LEFT JOIN LATERAL (
     SELECT x."offset",
            (extract(epoch FROM clock_timestamp() - x.published) * 1000)::bigint AS age,
-           x.payload
+           x.payload,
+           md5(x.payload) AS digest
     FROM tower_sse_events x
     WHERE x.topic = k.topic AND x.epoch = t.epoch AND x."offset" <= t.head
       AND x."offset" > CASE WHEN t.epoch = k.epoch THEN k.after ELSE 0 END
@@ -59,11 +69,15 @@ LEFT JOIN LATERAL (
 ) e ON true
 "#;
 
-/// Gives a topic whose history went back (restored from an older backup) a new epoch, when it
-/// still holds the epoch `$2` and a head below `$3`.
-const FENCE: &str = r#"
-UPDATE tower_sse_topics SET epoch = $4, head = 0, touched = now()
-WHERE topic = $1 AND epoch = $2 AND head < $3
+/// Gives a topic whose history is not the one a node delivered (restored from an older backup)
+/// a new epoch `$2`, if it still has the epoch `$1`; its rows go with it, so what was published
+/// after the restore stays readable, under ids no client holds for other events. The topic's
+/// row is locked first, so no publish lands in the old epoch in between.
+const FENCE_TOPIC: &str = r#"
+UPDATE tower_sse_topics SET epoch = $3, touched = now() WHERE topic = $1 AND epoch = $2
+"#;
+const FENCE_EVENTS: &str = r#"
+UPDATE tower_sse_events SET epoch = $3 WHERE topic = $1 AND epoch = $2
 "#;
 
 /// Deletes the topics nobody published to for `$1` milliseconds (their history goes with them).
@@ -86,9 +100,14 @@ pub(super) async fn migrate(pool: &PgPool) -> Result<(), sqlx::Error> {
     tx.commit().await
 }
 
-/// Whether Postgres can store `topic` at all (its `text` holds no NUL).
+/// The longest topic name the tables take, in bytes: a key of Postgres's B-tree indexes holds at
+/// most about 2,700.
+pub const MAX_TOPIC_BYTES: usize = 2048;
+
+/// Whether Postgres can store `topic` at all: no NUL (which `text` cannot hold), and not longer
+/// than [`MAX_TOPIC_BYTES`].
 pub(super) fn storable(topic: &str) -> bool {
-    !topic.contains('\0')
+    !topic.contains('\0') && topic.len() <= MAX_TOPIC_BYTES
 }
 
 /// Publishes `event` to `topic` on `conn`, in the transaction it is in (or one of its own).
@@ -98,17 +117,22 @@ pub(super) async fn publish(
     event: &Event,
     new_epoch: &str,
     started: &Started,
+    delivered: Option<&Position>,
 ) -> Result<Position, sqlx::Error> {
     if !storable(topic) {
-        return Err(sqlx::Error::Protocol(
-            "a topic name with a NUL character cannot be stored in Postgres".into(),
-        ));
+        return Err(sqlx::Error::Protocol(format!(
+            "a topic name with a NUL character, or of more than {MAX_TOPIC_BYTES} bytes, cannot \
+             be stored in Postgres"
+        )));
     }
+    let (floor_epoch, floor) = delivered.map_or(("", 0), |p| (p.epoch.as_str(), p.offset));
     let row = sqlx::query(PUBLISH)
         .bind(topic)
         .bind(new_epoch)
         .bind(event.as_bytes().as_ref())
         .bind(CHANNEL)
+        .bind(floor_epoch)
+        .bind(i64::try_from(floor).unwrap_or(i64::MAX))
         .fetch_one(&mut *conn)
         .await?;
     let epoch: String = row.try_get(0)?;
@@ -140,6 +164,7 @@ pub(super) async fn publish_alone(
     event: &Event,
     new_epoch: &str,
     started: &Started,
+    delivered: Option<&Position>,
     limit: Duration,
 ) -> Result<Position, sqlx::Error> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -148,16 +173,18 @@ pub(super) async fn publish_alone(
         .bind(ms.to_string())
         .execute(&mut *tx)
         .await?;
-    let position = publish(&mut tx, topic, event, new_epoch, started).await?;
+    let position = publish(&mut tx, topic, event, new_epoch, started, delivered).await?;
     tx.commit().await?;
     Ok(position)
 }
 
-/// What a reader holds of a topic: the epoch and newest offset to read after.
+/// What a reader holds of a topic: the epoch and newest offset to read after, and the digest
+/// of the row it read at that offset, when it read one.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Known {
     pub(super) epoch: String,
     pub(super) offset: u64,
+    pub(super) digest: Option<String>,
 }
 
 /// One topic's answer to a [`read`].
@@ -165,8 +192,10 @@ pub(super) struct Known {
 pub(super) struct Answer {
     /// The topic's epoch and head, or `None` when the table holds no such topic.
     pub(super) head: Option<(String, u64)>,
-    /// `(offset, published, payload)`, newest first.
-    pub(super) events: Vec<(u64, SystemTime, Bytes)>,
+    /// `(offset, published, payload, digest)`, newest first.
+    pub(super) events: Vec<(u64, SystemTime, Bytes, Option<String>)>,
+    /// The digest of the row at the reader's offset, in its epoch, if there is one.
+    pub(super) anchor: Option<String>,
 }
 
 impl Answer {
@@ -176,7 +205,7 @@ impl Answer {
             return Snapshot::empty();
         };
         let mut snapshot = Snapshot::new(epoch.clone(), *head);
-        for (offset, at, payload) in &self.events {
+        for (offset, at, payload, _) in &self.events {
             snapshot.push_at(*offset, *at, payload.clone());
         }
         snapshot
@@ -220,32 +249,44 @@ pub(super) async fn read(
         let offset: Option<i64> = row.try_get(3)?;
         let age: Option<i64> = row.try_get(4)?;
         let payload: Option<Vec<u8>> = row.try_get(5)?;
+        let digest: Option<String> = row.try_get(6)?;
+        answer.anchor = row.try_get(7)?;
         if let (Some(offset), Some(payload)) = (offset, payload) {
             // A negative offset (not ours) becomes 0, which the hub rejects and counts.
             let offset = u64::try_from(offset).unwrap_or(0);
             let age = Duration::from_millis(u64::try_from(age.unwrap_or(0)).unwrap_or(0));
             let at = now.checked_sub(age).unwrap_or(now);
-            answer.events.push((offset, at, Bytes::from(payload)));
+            answer
+                .events
+                .push((offset, at, Bytes::from(payload), digest));
         }
     }
     Ok(answers)
 }
 
-/// Gives `topic` a new epoch if it still holds `known.epoch` with a head below `known.offset`.
+/// Gives `topic` a new epoch, rows and all, if it still has `old`, in one transaction on the
+/// node's own connection. True when it did.
 pub(super) async fn fence(
     conn: &mut PgListener,
     topic: &str,
-    known: &Known,
+    old: &str,
     new_epoch: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(FENCE)
+    sqlx::Executor::execute(&mut *conn, "BEGIN").await?;
+    let moved = sqlx::query(FENCE_TOPIC)
         .bind(topic)
-        .bind(&known.epoch)
-        .bind(i64::try_from(known.offset).unwrap_or(i64::MAX))
+        .bind(old)
         .bind(new_epoch)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
-    Ok(done.rows_affected() > 0)
+    sqlx::query(FENCE_EVENTS)
+        .bind(topic)
+        .bind(old)
+        .bind(new_epoch)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::Executor::execute(&mut *conn, "COMMIT").await?;
+    Ok(moved.rows_affected() > 0)
 }
 
 /// Deletes the topics nobody published to for `ttl`. Returns how many.
