@@ -492,3 +492,56 @@ impl Session<'_> {
         Ok(head > known.offset)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn following(names: &[&str]) -> Topics {
+        let mut topics = Topics::default();
+        for name in names {
+            topics.apply(Command::Follow((*name).to_owned()));
+        }
+        topics.take_pending();
+        topics
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wake_ups_wait_for_the_window_and_follows_do_not() {
+        let window = Duration::from_millis(50);
+        let mut topics = following(&["a", "b"]);
+        assert_eq!(topics.due(window), None, "nothing to read");
+        topics.woke("a");
+        let due = topics.due(window).unwrap();
+        tokio::time::advance(Duration::from_millis(20)).await;
+        topics.woke("b");
+        assert_eq!(
+            topics.due(window),
+            Some(due),
+            "the window counts from the first"
+        );
+        assert!(due > Instant::now());
+        topics.apply(Command::Follow("c".into()));
+        assert!(
+            topics.due(window).unwrap() <= Instant::now(),
+            "a follow reads at once"
+        );
+        let mut read = topics.take_pending();
+        read.sort();
+        assert_eq!(read, ["a", "b", "c"]);
+        assert_eq!(topics.due(window), None);
+    }
+
+    #[test]
+    fn a_wake_up_for_no_followed_topic_wakes_nothing_and_an_empty_one_wakes_all() {
+        let mut topics = following(&["a", "b"]);
+        topics.woke("elsewhere");
+        assert!(topics.pending.is_empty());
+        assert_eq!(topics.woken_at, None);
+        topics.woke("");
+        assert_eq!(topics.pending.len(), 2);
+        topics.apply(Command::Unfollow("a".into()));
+        assert_eq!(topics.take_pending(), ["b"]);
+        assert!(topics.map["b"].dirty);
+    }
+}
