@@ -103,11 +103,11 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// A pool of the app's, of up to `size` connections, that gives up waiting after 2 s.
+    /// A pool of the app's, of up to `size` connections, that gives up waiting after 10 s.
     pub fn pool(&self, size: u32) -> PgPool {
         PgPoolOptions::new()
             .max_connections(size)
-            .acquire_timeout(Duration::from_secs(2))
+            .acquire_timeout(Duration::from_secs(10))
             .connect_lazy(&self.url())
             .unwrap()
     }
