@@ -1176,6 +1176,7 @@ fn tool_dependent_tests_are_ignored() {
         "auth_adversarial2.rs",
         "hub_postgres.rs",
         "hub_postgres_adversarial.rs",
+        "hub_postgres_adversarial2.rs",
     ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let lines: Vec<&str> = text.lines().collect();

@@ -65,8 +65,10 @@
 //! delivered still holds that event (by its digest) and that the head did not go back; when
 //! either fails it gives the topic a new epoch, rows and all: its subscribers are told
 //! `history-lost`, then receive the topic's history as the table holds it, under the new epoch's
-//! ids (so events restored from the backup may come again, under ids of their own). So no client receives two events under one id, and a client that resumes
-//! from before the restore is told `history-lost`, never handed another event under its id.
+//! ids (so events restored from the backup may come again, under ids of their own). So no
+//! client receives two events under one id, and a client that resumes from before the restore
+//! is told `history-lost`, or (from a node that still holds what it missed, and numbered past
+//! it) given exactly that: never another event under its id.
 //! What this cannot cover: a publish made by a node that does not follow the topic, before any
 //! node has read it, returns an id of the old epoch that clients of the restored history may
 //! hold for another event (its event is then delivered under the new epoch's id). Nodes started
@@ -100,9 +102,10 @@
 //! publish fails within [`publish_timeout`](PostgresBroker::publish_timeout) (the pool's
 //! waiting included), and at most [`max_pending`](PostgresBroker::max_pending) publishes wait
 //! at once. A publish runs in a transaction of its own whose statements Postgres cancels at the
-//! timeout (`statement_timeout`, set for that transaction only), so a publish that timed out
-//! waiting (for a topic held by a long transaction, say) is not published later behind the
-//! caller's back; only one whose commit was already under way at the timeout may still land.
+//! timeout (`statement_timeout`, set for that transaction only), and whose commit, once sent, is
+//! awaited for a quarter of the timeout more: a publish that reports
+//! [`Timeout`](PublishError::Timeout) was not published and will not be later (when waiting for
+//! a topic held by a long transaction, say), unless Postgres left that commit unanswered.
 //!
 //! Whatever the tables hold that is not an event this crate encoded is dropped and counted
 //! ([`HubStats::rejected`](super::HubStats::rejected)); its offset is passed over, so it costs
@@ -229,7 +232,8 @@ impl PostgresBroker {
     }
 
     /// The longest a [`publish`](super::Topic::publish) waits, for the pool and for Postgres,
-    /// before it fails with [`PublishError::Timeout`]. Default: 2 s.
+    /// before it fails with [`PublishError::Timeout`] (a commit already sent gets a quarter of
+    /// it more). Default: 2 s.
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.config.publish_timeout = crate::delay::saturate(timeout.max(Duration::from_millis(1)));
         self
@@ -415,32 +419,29 @@ impl Broker for PostgresBroker {
                 .map_err(|_| PublishError::Overloaded)?;
             let limit = started.config.publish_timeout;
             let deadline = tokio::time::Instant::now() + limit;
-            let work = async {
+            let ready = async {
                 broker.wait_ready(started).await?;
-                let mut conn = broker
+                broker
                     .inner
                     .pool
                     .acquire()
                     .await
-                    .map_err(|err| PublishError::Unavailable(sql::describe(&err)))?;
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let delivered = broker.delivered(&topic);
-                let epoch = random_tag(12);
-                let floor = delivered.as_ref();
-                sql::publish_alone(&mut conn, &topic, &event, &epoch, started, floor, left)
-                    .await
-                    .map_err(|err| {
-                        if sql::timed_out(&err) {
-                            PublishError::Timeout(limit)
-                        } else {
-                            PublishError::Unavailable(sql::describe(&err))
-                        }
-                    })
+                    .map_err(|err| PublishError::Unavailable(sql::describe(&err)))
             };
-            match tokio::time::timeout(limit, work).await {
-                Ok(result) => result,
-                Err(_) => Err(PublishError::Timeout(limit)),
-            }
+            let mut conn = match tokio::time::timeout_at(deadline, ready).await {
+                Ok(conn) => conn?,
+                Err(_) => return Err(PublishError::Timeout(limit)),
+            };
+            let delivered = broker.delivered(&topic);
+            let epoch = random_tag(12);
+            let limits = (deadline, limit / 4);
+            let floor = delivered.as_ref();
+            sql::publish_alone(&mut conn, &topic, &event, &epoch, started, floor, limits)
+                .await
+                .map_err(|err| match err {
+                    Some(err) => PublishError::Unavailable(sql::describe(&err)),
+                    None => PublishError::Timeout(limit),
+                })
         })
     }
 

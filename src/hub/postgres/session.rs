@@ -146,6 +146,9 @@ pub(super) async fn run(
         .idle_timeout(None)
         .max_lifetime(None)
         .test_before_acquire(false)
+        // Never used twice: a connection given back after a session was cut (a statement
+        // abandoned at its timeout, a transaction left open) is closed, not handed to the next.
+        .after_release(|_, _| Box::pin(async { Ok(false) }))
         .connect_lazy_with(
             (*inner.pool.connect_options())
                 .clone()
@@ -441,8 +444,19 @@ impl Session<'_> {
                      starting a new epoch"
                 );
                 let new_epoch = random_tag(12);
-                let fence = sql::fence(&mut *listener, &ask.topic, epoch, &new_epoch);
-                self.answered("new epoch", fence).await?;
+                // Within half the read timeout for the topic's row, so the fence ends (or is
+                // rolled back) before the session would count as lost.
+                let wait = self.started.config.read_timeout / 2;
+                let fence = sql::fence(&mut *listener, &ask.topic, epoch, &new_epoch, wait);
+                match self.answered("new epoch", fence).await {
+                    Err(End::Lost(why)) if why.contains("55P03") => {
+                        // The row stayed held: the next read tries again.
+                        tracing::debug!(topic = %ask.topic, "the topic's row is held; fencing later");
+                    }
+                    other => {
+                        other?;
+                    }
+                }
                 return Ok(true);
             }
         }

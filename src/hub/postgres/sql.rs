@@ -70,9 +70,14 @@ LEFT JOIN LATERAL (
 "#;
 
 /// Gives a topic whose history is not the one a node delivered (restored from an older backup)
-/// a new epoch `$2`, if it still has the epoch `$1`; its rows go with it, so what was published
+/// a new epoch `$3`, if it still has the epoch `$2`; its rows go with it, so what was published
 /// after the restore stays readable, under ids no client holds for other events. The topic's
-/// row is locked first, so no publish lands in the old epoch in between.
+/// row is locked first ([`LOCK_TOPIC`]), so no publish lands in the old epoch in between, and the
+/// rows are moved by a statement of their own, which sees every publish committed before the
+/// lock was had.
+const LOCK_TOPIC: &str = r#"
+SELECT 1 FROM tower_sse_topics WHERE topic = $1 AND epoch = $2 FOR UPDATE
+"#;
 const FENCE_TOPIC: &str = r#"
 UPDATE tower_sse_topics SET epoch = $3, touched = now() WHERE topic = $1 AND epoch = $2
 "#;
@@ -157,7 +162,9 @@ pub(super) async fn publish(
 }
 
 /// Publishes `event` in a transaction of its own on `conn`, whose statements Postgres cancels
-/// after `limit` (so that a publish the caller gave up on is not made later).
+/// at `deadline` (so that a publish the caller gave up on is not made later). The commit, once
+/// sent, is awaited for up to `grace` more (`limits` is both), so that a publish that reports a timeout was never
+/// committed unless that commit itself went unanswered. `Err(None)`: timed out.
 pub(super) async fn publish_alone(
     conn: &mut PgConnection,
     topic: &str,
@@ -165,17 +172,32 @@ pub(super) async fn publish_alone(
     new_epoch: &str,
     started: &Started,
     delivered: Option<&Position>,
-    limit: Duration,
-) -> Result<Position, sqlx::Error> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let ms = crate::delay::millis(limit).max(1);
-    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-        .bind(ms.to_string())
-        .execute(&mut *tx)
-        .await?;
-    let position = publish(&mut tx, topic, event, new_epoch, started, delivered).await?;
-    tx.commit().await?;
-    Ok(position)
+    limits: (tokio::time::Instant, Duration),
+) -> Result<Position, Option<sqlx::Error>> {
+    let (deadline, grace) = limits;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let statements = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let ms = crate::delay::millis(left).max(1);
+        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+            .bind(ms.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let position = publish(&mut tx, topic, event, new_epoch, started, delivered).await?;
+        Ok::<_, sqlx::Error>((tx, position))
+    };
+    let (tx, position) = match tokio::time::timeout_at(deadline, statements).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(err)) if timed_out(&err) => return Err(None),
+        Ok(Err(err)) => return Err(Some(err)),
+        // Dropped before any commit: the transaction is rolled back.
+        Err(_) => return Err(None),
+    };
+    match tokio::time::timeout(grace, tx.commit()).await {
+        Ok(Ok(())) => Ok(position),
+        Ok(Err(err)) => Err(Some(err)),
+        Err(_) => Err(None),
+    }
 }
 
 /// What a reader holds of a topic: the epoch and newest offset to read after, and the digest
@@ -265,28 +287,51 @@ pub(super) async fn read(
 }
 
 /// Gives `topic` a new epoch, rows and all, if it still has `old`, in one transaction on the
-/// node's own connection. True when it did.
+/// node's own connection, waiting at most `wait` for the topic's row (held by a transaction
+/// that publishes, say). True when it did; on any error the transaction is rolled back.
 pub(super) async fn fence(
     conn: &mut PgListener,
     topic: &str,
     old: &str,
     new_epoch: &str,
+    wait: Duration,
 ) -> Result<bool, sqlx::Error> {
     sqlx::Executor::execute(&mut *conn, "BEGIN").await?;
-    let moved = sqlx::query(FENCE_TOPIC)
-        .bind(topic)
-        .bind(old)
-        .bind(new_epoch)
+    let done = fence_in(conn, topic, old, new_epoch, wait).await;
+    let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    sqlx::Executor::execute(&mut *conn, end).await?;
+    done
+}
+
+async fn fence_in(
+    conn: &mut PgListener,
+    topic: &str,
+    old: &str,
+    new_epoch: &str,
+    wait: Duration,
+) -> Result<bool, sqlx::Error> {
+    let ms = crate::delay::millis(wait).max(1);
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(ms.to_string())
         .execute(&mut *conn)
         .await?;
-    sqlx::query(FENCE_EVENTS)
+    let locked = sqlx::query(LOCK_TOPIC)
         .bind(topic)
         .bind(old)
-        .bind(new_epoch)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
-    sqlx::Executor::execute(&mut *conn, "COMMIT").await?;
-    Ok(moved.rows_affected() > 0)
+    if locked.is_none() {
+        return Ok(false);
+    }
+    for statement in [FENCE_TOPIC, FENCE_EVENTS] {
+        sqlx::query(statement)
+            .bind(topic)
+            .bind(old)
+            .bind(new_epoch)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
 }
 
 /// Deletes the topics nobody published to for `ttl`. Returns how many.
