@@ -216,7 +216,11 @@ async fn start_cluster() -> Option<Cluster> {
 }
 
 #[cfg(any(feature = "redis", feature = "postgres"))]
-async fn cluster_of(engine: Box<dyn std::any::Any + Send>, first: Router, second: Router) -> Cluster {
+async fn cluster_of(
+    engine: Box<dyn std::any::Any + Send>,
+    first: Router,
+    second: Router,
+) -> Cluster {
     use std::sync::Mutex;
     let first = serve(first).await;
     let second = serve(second).await;
