@@ -1,25 +1,32 @@
-//! Fan-out across server processes sharing a Redis, against one process with the in-memory hub,
-//! in the same run (see BENCHMARKS.md).
+//! Fan-out across server processes sharing a Redis, or a PostgreSQL, against one process with the
+//! in-memory hub, in the same run (see BENCHMARKS.md).
 //!
 //! ```text
-//! cargo run --release --example cluster_load --features axum,server,redis -- --nodes 4 --connections 4000
-//! cargo run --release --example cluster_load --features axum,server,redis -- --nodes 5 --connections 19000 --events 5 --interval-ms 1000 --no-baseline
+//! cargo run --release --example cluster_load --features axum,server,redis,postgres -- --nodes 4 --connections 4000
+//! cargo run --release --example cluster_load --features axum,server,redis,postgres -- --nodes 5 --connections 19000 --events 5 --interval-ms 1000 --no-baseline --engines redis
 //! ```
 //!
-//! It starts its own `redis-server` (on a free loopback port, no persistence), K server
-//! processes (`tower_sse::serve::Server`, one hub each, `Hub::builder().redis(..)`), and one
-//! client process per server holding N SSE connections to it (so no process holds more than
-//! ~19,000 descriptors; source addresses 127.0.0.2.. spread the ports). After the connections
-//! idle, it publishes M events to the first server (each POST waits for Redis's answer), and
-//! reports:
+//! It starts its own `redis-server` (on a free loopback port, no persistence) and its own
+//! PostgreSQL cluster (`initdb` in a temporary directory, loopback only, fsync off, run as
+//! `nobody` under root), and for each engine K server processes (`tower_sse::serve::Server`, one
+//! hub each, `Hub::builder().redis(..)` or `Hub::builder().postgres(pool)`), and one client
+//! process per server holding N SSE connections to it (so no process holds more than ~19,000
+//! descriptors; source addresses 127.0.0.2.. spread the ports). After the connections idle, it
+//! publishes M events to the first server (each POST waits for Redis's answer, or for the
+//! commit), and reports:
 //!
 //! - events per second: M over the time from the first publish to the last delivery;
 //! - fan-out latency p50 / p99 over the events: publish to the **last** client receiving it;
 //! - delivery latency p50 / p99 over every delivery;
-//! - server RSS, total and per connection; Redis connections (`CLIENT LIST`);
+//! - server RSS, total and per connection; the engine's connections (Redis's `CLIENT LIST`,
+//!   Postgres's `pg_stat_activity`);
 //! - then Redis's own cost per event (CPU time, script time, stream bytes) as the number of
 //!   following nodes grows, over bursts of 5,000 events (the main run's events are too few for
-//!   /proc's 10 ms CPU ticks).
+//!   /proc's 10 ms CPU ticks);
+//! - then Postgres's: transactional publishes (`publish_in` then commit) from C tasks (16), one or
+//!   ten per transaction, to one topic or spread over 100, with 1 or 4 nodes following and a
+//!   batch window of 0 or 5 ms: publishes and transactions per second, the cluster's CPU per
+//!   event, and the followers' reads and wake-ups per event.
 //!
 //! The baseline is one server process with the in-memory hub and all K × N connections (when
 //! they fit in one process), measured first in the same run. Everything is on loopback, bounded,
@@ -27,8 +34,10 @@
 //!
 //! Options: `--nodes K` (4), `--connections N` per node (4000), `--events M` (200),
 //! `--interval-ms T` (10), `--payload BYTES` (256), `--idle-s S` (3), `--no-baseline`,
-//! `--no-redis-cost` (skip the last table: Redis's cost per event with 1, 4, 20 and 100 nodes
-//! following a topic, each node a hub with its own connections).
+//! `--engines redis,postgres` (both), `--no-redis-cost` (skip Redis's cost table: 1, 4, 20 and
+//! 100 nodes following a topic, each node a hub with its own connections), `--no-postgres-cost`
+//! (skip Postgres's), `--cost-publishes P` (publishes per row of Postgres's table, 8,000),
+//! `--cost-tasks C` (the tasks publishing at once in it, 16).
 
 use axum::{
     routing::{get, post},
@@ -44,7 +53,11 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tower_sse::{decode::Decoder, hub::Hub, Event, LastEventId, SseBody, SseLayer};
+use tower_sse::{
+    decode::Decoder,
+    hub::{postgres::PostgresBroker, Hub},
+    Event, LastEventId, SseBody, SseLayer,
+};
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "support/load.rs"]
@@ -54,7 +67,9 @@ mod load;
 mod procs;
 
 use load::{now_ns, open_stream, proc_cpu_us, proc_rss_kib, publish, timestamp};
-use procs::{redis_query, spawn, start_redis, text, RedisProc};
+use procs::{
+    postgres_cpu_us, redis_query, spawn, start_postgres, start_redis, text, PgProc, RedisProc,
+};
 
 struct Options {
     nodes: usize,
@@ -64,7 +79,12 @@ struct Options {
     payload: usize,
     idle: Duration,
     baseline: bool,
+    redis: bool,
+    postgres: bool,
     redis_cost: bool,
+    postgres_cost: bool,
+    cost_publishes: usize,
+    cost_tasks: usize,
 }
 
 impl Options {
@@ -77,7 +97,12 @@ impl Options {
             payload: 256,
             idle: Duration::from_secs(3),
             baseline: true,
+            redis: true,
+            postgres: true,
             redis_cost: true,
+            postgres_cost: true,
+            cost_publishes: 8_000,
+            cost_tasks: 16,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
@@ -102,6 +127,24 @@ impl Options {
                     i += 1;
                     continue;
                 }
+                "--no-postgres-cost" => {
+                    o.postgres_cost = false;
+                    i += 1;
+                    continue;
+                }
+                "--engines" => {
+                    let engines: Vec<&str> = value.split(',').map(str::trim).collect();
+                    for engine in &engines {
+                        assert!(
+                            matches!(*engine, "redis" | "postgres"),
+                            "--engines redis,postgres (one or both), not {engine}"
+                        );
+                    }
+                    o.redis = engines.contains(&"redis");
+                    o.postgres = engines.contains(&"postgres");
+                }
+                "--cost-publishes" => o.cost_publishes = value.parse().expect("--cost-publishes P"),
+                "--cost-tasks" => o.cost_tasks = value.parse().expect("--cost-tasks C"),
                 other => panic!("unknown option {other}"),
             }
             i += 2;
@@ -117,8 +160,16 @@ impl Options {
 // ---------------------------------------------------------------------------------------------
 // The server: one route to stream, one to publish.
 
-async fn serve(redis: Option<String>) {
-    let hub = match redis {
+async fn serve(engine: Option<String>) {
+    let hub = match engine {
+        Some(url) if url.starts_with("postgres://") => Hub::builder()
+            .postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect_lazy(&url)
+                    .expect("postgres url"),
+            )
+            .build(),
         Some(url) => Hub::builder()
             .redis(redis::Client::open(url).expect("redis url"))
             .build(),
@@ -263,7 +314,54 @@ struct Figures {
     rss_mib: f64,
     rss_kib_per_conn: f64,
     delivered: u64,
-    redis_clients: Option<usize>,
+    /// The engine's connections, as its own listing counts them.
+    engine_clients: Option<String>,
+}
+
+/// The engine the servers share, if any.
+#[derive(Clone, Copy)]
+enum Engine<'a> {
+    Memory,
+    Redis(&'a RedisProc),
+    Postgres(&'a PgProc),
+}
+
+impl Engine<'_> {
+    fn url(&self) -> Option<String> {
+        match self {
+            Engine::Memory => None,
+            Engine::Redis(r) => Some(format!("redis://127.0.0.1:{}/", r.port)),
+            Engine::Postgres(pg) => Some(pg.url()),
+        }
+    }
+
+    /// Connections to the engine, our own query's left out.
+    async fn clients(&self) -> Option<String> {
+        match self {
+            Engine::Memory => None,
+            Engine::Redis(r) => Some(
+                text(&redis_query(r.port, &["CLIENT", "LIST"]).await)
+                    .lines()
+                    .count()
+                    .saturating_sub(1)
+                    .to_string(),
+            ),
+            Engine::Postgres(pg) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+                let (all, listening): (i64, i64) = sqlx::query_as(
+                    "SELECT count(*), count(*) FILTER (WHERE application_name = 'tower-sse') \
+                     FROM pg_stat_activity \
+                     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                let _ = conn.close().await;
+                Some(format!("{all}({listening}L)"))
+            }
+        }
+    }
 }
 
 fn quantile(sorted: &[u32], q: f64) -> f64 {
@@ -272,13 +370,13 @@ fn quantile(sorted: &[u32], q: f64) -> f64 {
         .map_or(f64::NAN, |&us| us as f64 / 1000.0)
 }
 
-/// One measurement: `nodes` servers (with Redis when `redis` is set), `per_node` clients each.
-async fn measure(o: &Options, nodes: usize, per_node: usize, redis: Option<&RedisProc>) -> Figures {
+/// One measurement: `nodes` servers sharing `engine`, `per_node` clients each.
+async fn measure(o: &Options, nodes: usize, per_node: usize, engine: Engine<'_>) -> Figures {
     let mut servers = Vec::new();
     for _ in 0..nodes {
         let mut args = vec!["serve".to_owned()];
-        if let Some(redis) = redis {
-            args.push(format!("redis://127.0.0.1:{}/", redis.port));
+        if let Some(url) = engine.url() {
+            args.push(url);
         }
         let mut server = spawn(&args).await;
         let addr: SocketAddr = server.line_starting("LISTENING").await.parse().unwrap();
@@ -353,16 +451,7 @@ async fn measure(o: &Options, nodes: usize, per_node: usize, redis: Option<&Redi
         }
     }
     let elapsed = started.elapsed();
-    // Connections to Redis, our own query's left out.
-    let redis_after = match redis {
-        Some(r) => Some(
-            text(&redis_query(r.port, &["CLIENT", "LIST"]).await)
-                .lines()
-                .count()
-                .saturating_sub(1),
-        ),
-        None => None,
-    };
+    let engine_clients = engine.clients().await;
 
     // Collect latencies.
     let mut per_event: HashMap<u64, (u32, usize)> = HashMap::new();
@@ -419,13 +508,13 @@ async fn measure(o: &Options, nodes: usize, per_node: usize, redis: Option<&Redi
         rss_mib: rss_idle as f64 / 1024.0,
         rss_kib_per_conn: rss_idle.saturating_sub(rss_before) as f64 / connections as f64,
         delivered: all.len() as u64,
-        redis_clients: redis_after,
+        engine_clients,
     }
 }
 
 fn print(name: &str, f: &Figures) {
     println!(
-        "{name:<22} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.1} {:>8.2} {:>10} {:>6}",
+        "{name:<22} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.1} {:>8.2} {:>10} {:>9}",
         f.connections,
         f.events_per_s,
         f.fanout_p50_ms,
@@ -435,7 +524,7 @@ fn print(name: &str, f: &Figures) {
         f.rss_mib,
         f.rss_kib_per_conn,
         f.delivered,
-        f.redis_clients.map_or("-".to_owned(), |n| n.to_string()),
+        f.engine_clients.as_deref().unwrap_or("-"),
     );
 }
 
@@ -464,7 +553,7 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<22} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>6}",
+        "{:<22} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>9}",
         "setup",
         "conns",
         "events/s",
@@ -475,35 +564,65 @@ async fn main() {
         "RSS MiB",
         "KiB/conn",
         "delivered",
-        "redis"
+        "eng conns"
     );
     let total = o.nodes * o.connections;
     let baseline = if o.baseline && total <= 19_000 {
-        let f = measure(&o, 1, total, None).await;
+        let f = measure(&o, 1, total, Engine::Memory).await;
         print("1 process, in-memory", &f);
         tokio::time::sleep(Duration::from_secs(2)).await;
         Some(f)
     } else {
         None
     };
-    let redis = start_redis().await;
-    let f = measure(&o, o.nodes, o.connections, Some(&redis)).await;
-    print(&format!("{} processes, Redis", o.nodes), &f);
-    if let Some(base) = baseline {
-        println!(
-            "\nRedis cluster against one process: events/s {:.2}x, fan-out p50 {:.2}x, p99 {:.2}x, RSS {:.2}x",
-            f.events_per_s / base.events_per_s,
-            f.fanout_p50_ms / base.fanout_p50_ms,
-            f.fanout_p99_ms / base.fanout_p99_ms,
-            f.rss_mib / base.rss_mib
-        );
+    let redis = if o.redis {
+        let redis = start_redis().await;
+        let f = measure(&o, o.nodes, o.connections, Engine::Redis(&redis)).await;
+        print(&format!("{} processes, Redis", o.nodes), &f);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Some((redis, f))
+    } else {
+        None
+    };
+    let postgres = if o.postgres {
+        let pg = start_postgres().await;
+        let f = measure(&o, o.nodes, o.connections, Engine::Postgres(&pg)).await;
+        print(&format!("{} processes, Postgres", o.nodes), &f);
+        Some((pg, f))
+    } else {
+        None
+    };
+    println!("(eng conns: Redis's CLIENT LIST; Postgres's client backends, L: listening)");
+    if let Some(base) = &baseline {
+        for (name, f) in [
+            ("Redis", redis.as_ref().map(|r| &r.1)),
+            ("Postgres", postgres.as_ref().map(|p| &p.1)),
+        ] {
+            let Some(f) = f else { continue };
+            println!(
+                "{name} cluster against one process: events/s {:.2}x, fan-out p50 {:.2}x, p99 {:.2}x, delivery p50 {:.2}x, p99 {:.2}x, RSS {:.2}x",
+                f.events_per_s / base.events_per_s,
+                f.fanout_p50_ms / base.fanout_p50_ms,
+                f.fanout_p99_ms / base.fanout_p99_ms,
+                f.delivery_p50_ms / base.delivery_p50_ms,
+                f.delivery_p99_ms / base.delivery_p99_ms,
+                f.rss_mib / base.rss_mib
+            );
+        }
     }
-    println!(
-        "Redis: {} pub/sub messages per event (one per node with subscribers)",
-        o.nodes
-    );
-    if o.redis_cost {
-        redis_cost(&redis).await;
+    if let Some((redis, _)) = &redis {
+        println!(
+            "Redis: {} pub/sub messages per event (one per node with subscribers)",
+            o.nodes
+        );
+        if o.redis_cost {
+            redis_cost(redis).await;
+        }
+    }
+    if let Some((pg, _)) = &postgres {
+        if o.postgres_cost {
+            postgres_cost(pg, o.cost_tasks.max(1), o.cost_publishes).await;
+        }
     }
 }
 
@@ -615,5 +734,255 @@ async fn redis_cost(redis: &RedisProc) {
             "every node got every event"
         );
         drop(hubs);
+    }
+}
+
+/// One row of Postgres's cost table.
+struct CostRow {
+    nodes: usize,
+    window_ms: u64,
+    topics: usize,
+    per_tx: usize,
+}
+
+/// What transactional publishes cost one Postgres: `tasks` tasks each run
+/// `begin; publish_in × per_tx (one topic); commit` until `publishes` are made, spread over
+/// `topics` topics (a transaction's topic turns round), while `nodes` hubs (each with its own
+/// broker, with the row's batch window, and one subscriber per topic) follow every topic. The
+/// cluster's CPU (every `postgres` process, /proc) from the first publish to the last delivery,
+/// per event; the followers' reads and wake-ups per event and node.
+async fn postgres_cost(pg: &PgProc, tasks: usize, publishes: usize) {
+    use futures_util::StreamExt;
+    use sqlx::postgres::PgPoolOptions;
+    println!(
+        "\nPostgres cost per event, 256-byte events, {publishes} transactional publishes per row, {tasks} tasks"
+    );
+    println!(
+        "{:>5} {:>9} {:>6} {:>6} {:>10} {:>8} {:>11} {:>14} {:>14} {:>9}",
+        "nodes",
+        "window ms",
+        "topics",
+        "per tx",
+        "publish/s",
+        "tx/s",
+        "CPU us/evt",
+        "reads/evt/node",
+        "wakes/evt/node",
+        "deliv ms"
+    );
+    let pool = PgPoolOptions::new()
+        .max_connections(tasks as u32 + 2)
+        .min_connections(tasks as u32)
+        .connect(&pg.url())
+        .await
+        .expect("connect to the benchmark's postgres");
+    let publisher = Hub::builder().postgres(pool.clone()).build();
+    // The tables exist once a publish went through.
+    let _ = publisher
+        .topic("warm-up")
+        .publish(Event::message("warm-up"))
+        .await;
+    plain_transactions(pg, &pool, tasks, publishes).await;
+    let mut rows = Vec::new();
+    for nodes in [1usize, 4] {
+        for window_ms in [0u64, 5] {
+            for topics in [1usize, 100] {
+                for per_tx in [1usize, 10] {
+                    rows.push(CostRow {
+                        nodes,
+                        window_ms,
+                        topics,
+                        per_tx,
+                    });
+                }
+            }
+        }
+    }
+    let body = format!("B|{}", "x".repeat(254));
+    for (n, row) in rows.iter().enumerate() {
+        let names: Vec<String> = (0..row.topics).map(|t| format!("cost{n}-{t}")).collect();
+        let received = Arc::new(AtomicU64::new(0));
+        let following = Arc::new(AtomicUsize::new(0));
+        let mut hubs = Vec::new();
+        let mut brokers = Vec::new();
+        let mut readers = Vec::new();
+        for _ in 0..row.nodes {
+            let broker = PostgresBroker::new(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy(&pg.url())
+                    .unwrap(),
+            )
+            .batch_window(Duration::from_millis(row.window_ms));
+            brokers.push(broker.clone());
+            let hub = Hub::builder().broker(broker).build();
+            for name in &names {
+                let mut sub = hub.topic(name).subscribe(None);
+                sub.join();
+                let received = received.clone();
+                let following = following.clone();
+                readers.push(tokio::spawn(async move {
+                    let mut first = true;
+                    while let Some(event) = sub.next().await {
+                        if first {
+                            first = false;
+                            following.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if event.as_bytes().windows(8).any(|w| w == b"data: B|") {
+                            received.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+            hubs.push(hub);
+        }
+        // Every node follows every topic once a marker reached all of them.
+        let subscribers = row.nodes * row.topics;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while following.load(Ordering::Relaxed) < subscribers {
+            assert!(Instant::now() < deadline, "the followers did not follow");
+            for name in &names {
+                let _ = publisher
+                    .topic(name)
+                    .publish(Event::message("marker"))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reads: u64 = brokers.iter().map(PostgresBroker::reads).sum();
+        let wakeups: u64 = brokers.iter().map(PostgresBroker::wakeups).sum();
+        let cpu = postgres_cpu_us(pg.child.id());
+        let txs_per_task = publishes / tasks / row.per_tx;
+        let started = Instant::now();
+        let mut handles = Vec::new();
+        for task in 0..tasks {
+            let pool = pool.clone();
+            let publisher = publisher.clone();
+            let names = names.clone();
+            let body = body.clone();
+            let per_tx = row.per_tx;
+            handles.push(tokio::spawn(async move {
+                for i in 0..txs_per_task {
+                    let topic = publisher.topic(&names[(task + i * tasks) % names.len()]);
+                    let mut tx = pool.begin().await.expect("begin");
+                    for _ in 0..per_tx {
+                        topic
+                            .publish_in(&mut tx, Event::message(&body))
+                            .await
+                            .expect("publish_in");
+                    }
+                    tx.commit().await.expect("commit");
+                }
+            }));
+        }
+        for task in handles {
+            task.await.unwrap();
+        }
+        let committed = started.elapsed();
+        let made = (txs_per_task * tasks * row.per_tx) as u64;
+        let want = made * row.nodes as u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let delivered = started.elapsed();
+        let cpu = postgres_cpu_us(pg.child.id()) - cpu;
+        let reads = brokers.iter().map(PostgresBroker::reads).sum::<u64>() - reads;
+        let wakeups = brokers.iter().map(PostgresBroker::wakeups).sum::<u64>() - wakeups;
+        let per_node_event = (made * row.nodes as u64) as f64;
+        println!(
+            "{:>5} {:>9} {:>6} {:>6} {:>10.0} {:>8.0} {:>11.1} {:>14.3} {:>14.3} {:>9.0}",
+            row.nodes,
+            row.window_ms,
+            row.topics,
+            row.per_tx,
+            made as f64 / committed.as_secs_f64(),
+            (txs_per_task * tasks) as f64 / committed.as_secs_f64(),
+            cpu as f64 / made as f64,
+            reads as f64 / per_node_event,
+            wakeups as f64 / per_node_event,
+            delivered.as_secs_f64() * 1000.0,
+        );
+        assert_eq!(
+            received.load(Ordering::Relaxed),
+            want,
+            "every node got every event"
+        );
+        // The subscriptions end, then the hubs: each node's session and connection go.
+        for reader in readers {
+            reader.abort();
+        }
+        drop(hubs);
+        drop(brokers);
+        // A node's session ends within its poll interval (5 s) of its hub: wait until only the
+        // publisher's listening connection is left, so the next row's notifications reach only
+        // its own nodes.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let (listening,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tower-sse'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if listening <= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The floor under the cost table, from the same tasks with no hub: `begin; INSERT a 256-byte
+/// row; commit` into a table of its own, then the same with a `pg_notify` on a channel nobody
+/// listens to (a transaction that notified takes Postgres's notification lock at commit).
+async fn plain_transactions(pg: &PgProc, pool: &sqlx::PgPool, tasks: usize, count: usize) {
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, payload bytea)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let payload = vec![b'x'; 256];
+    for (name, sql) in [
+        (
+            "BEGIN; INSERT; COMMIT",
+            "INSERT INTO bench_plain (payload) VALUES ($1)",
+        ),
+        (
+            "BEGIN; INSERT + pg_notify; COMMIT",
+            "WITH i AS (INSERT INTO bench_plain (payload) VALUES ($1) RETURNING id) \
+             SELECT pg_notify('bench_plain', id::text) FROM i",
+        ),
+    ] {
+        let cpu = postgres_cpu_us(pg.child.id());
+        let started = Instant::now();
+        let per_task = count / tasks;
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let pool = pool.clone();
+            let payload = payload.clone();
+            handles.push(tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let mut tx = pool.begin().await.expect("begin");
+                    sqlx::query(sql)
+                        .bind(&payload)
+                        .execute(&mut *tx)
+                        .await
+                        .expect("insert");
+                    tx.commit().await.expect("commit");
+                }
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let cpu = postgres_cpu_us(pg.child.id()) - cpu;
+        let made = (per_task * tasks) as f64;
+        println!(
+            "reference, no hub: {name:<34} {:>7.0} tx/s {:>7.1} CPU us/tx",
+            made / elapsed.as_secs_f64(),
+            cpu as f64 / made
+        );
     }
 }

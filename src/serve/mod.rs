@@ -316,6 +316,8 @@ impl Server {
         let (phase, watcher) = watch::channel(Phase::Serving);
         let spawn = |tcp: TcpStream, permit: OwnedSemaphorePermit| {
             let (service, config, watcher) = (service.clone(), config.clone(), watcher.clone());
+            // Without the `rustls` feature the configuration is an `Option<Infallible>` (`Copy`).
+            #[allow(clippy::clone_on_copy)]
             let tls = tls.clone();
             tokio::spawn(async move {
                 connection::serve_connection(tcp, service, &config, tls.as_ref(), watcher).await;
